@@ -120,6 +120,9 @@ class KernelEnvironment:
     # canonical distribution name -> installed version
     versions: dict[str, str]
     stdlib: frozenset[str]
+    # Dotted sub-packages of namespace packages -> distributions providing them, e.g.
+    # "google.cloud.storage" -> ["google-cloud-storage"] (the top level "google" is shared).
+    namespace_modules: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def python_major_minor(self) -> str:

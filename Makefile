@@ -1,0 +1,48 @@
+# The two set-up-and-run commands of the README, plus the inner loop.
+#   make demo   set up, then promote examples/hello_report.ipynb on the local backend
+#   make test   set up everything the tests need (Docker engine, base image), run them all
+#   make unit   fast tests only (seconds), for the inner loop
+#   make lint   ruff + mypy
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test unit lint services bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,widgets]' numpy pandas matplotlib
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/jupyter-cloudpromote submit examples/hello_report.ipynb --backend local --param n_samples=2000 --wait
+	@echo "Outputs:" && $(VENV)/bin/jupyter-cloudpromote list --limit 1 --json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["job_dir"] + "/outputs")'
+
+services:
+	bash .ci/setup-docker.sh
+
+test: setup services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest -m "not slow and not docker and not corpus" -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check jupyter_cloudpromote tests bench
+	$(VENV)/bin/ruff format --check jupyter_cloudpromote tests bench
+	$(VENV)/bin/mypy
+
+bench: setup services
+	$(PY) bench/deps_corpus.py
+	$(PY) bench/preview_corpus.py
+	$(PY) bench/docker_submit.py
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
