@@ -30,7 +30,9 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise CloudPromoteError(f"{flag} {item!r} is not KEY=VALUE.", f"Write it as {flag} name=value.")
+            raise CloudPromoteError(
+                f"{flag} {item!r} is not KEY=VALUE.", f"Write it as {flag} name=value."
+            )
         pairs[key.strip()] = value
     return pairs
 
@@ -187,12 +189,14 @@ def _run(args: argparse.Namespace, console: _Console) -> int:
     verb = args.verb
     if verb == "preview":
         data = manager.preview(args.notebook, _options(args)).to_preview()
-        human = ["Findings:", *_findings_text(data["findings"]), "Requirements:"]
+        human: list[str] = ["Findings:", *_findings_text(data["findings"]), "Requirements:"]
         human += [f"  {r}" for r in data["requirements"]] or ["  none"]
         human.append(f"Python {data['python_version']}, base image {data['base_image']}")
         if data["parameters"]:
             human.append("Parameters:")
-            human += [f"  {p['name']} = {p['default_source']}  ({p['type']})" for p in data["parameters"]]
+            human += [
+                f"  {p['name']} = {p['default_source']}  ({p['type']})" for p in data["parameters"]
+            ]
         if args.script:
             human += ["Script:", data["script"]]
         if args.dockerfile:
@@ -207,10 +211,14 @@ def _run(args: argparse.Namespace, console: _Console) -> int:
         return _finish(manager, record, args.wait, console)
     if verb == "list":
         states = [JobState(s) for s in args.status or []]
-        records = [manager.refresh(r.id) for r in manager.list(states=states or None, backend=args.backend, limit=args.limit)]
+        records = [
+            manager.refresh(r.id)
+            for r in manager.list(states=states or None, backend=args.backend, limit=args.limit)
+        ]
         console.emit(
             {"jobs": [r.to_dict(with_history=False) for r in records]},
-            "\n".join(_record_line(r) for r in records) or "No jobs yet: try `jupyter cloudpromote submit NOTEBOOK`.",
+            "\n".join(_record_line(r) for r in records)
+            or "No jobs yet: try `jupyter cloudpromote submit NOTEBOOK`.",
         )
         return EXIT_OK
     if verb == "status":
@@ -227,10 +235,10 @@ def _run(args: argparse.Namespace, console: _Console) -> int:
         record = manager.get(args.job_id)
         files = manager.outputs(record.id)
         copied = [str(p) for p in manager.copy_outputs(record.id, args.dest)] if args.dest else []
-        human = "\n".join(f"{f['size']:>10}  {f['path']}" for f in files) or "No outputs."
+        text = "\n".join(f"{f['size']:>10}  {f['path']}" for f in files) or "No outputs."
         if args.dest:
-            human += f"\ncopied {len(copied)} file(s) to {args.dest}"
-        console.emit({"id": record.id, "outputs": files, "copied": copied}, human)
+            text += f"\ncopied {len(copied)} file(s) to {args.dest}"
+        console.emit({"id": record.id, "outputs": files, "copied": copied}, text)
         return EXIT_OK
     if verb == "backends":
         return _backends(manager, console)
@@ -239,6 +247,7 @@ def _run(args: argparse.Namespace, console: _Console) -> int:
 
 def _finish(manager: JobManager, record: JobRecord, wait: bool, console: _Console) -> int:
     if wait and not record.state.terminal:
+
         def stream(text: str) -> None:
             sys.stderr.write(text)
             sys.stderr.flush()
@@ -246,7 +255,9 @@ def _finish(manager: JobManager, record: JobRecord, wait: bool, console: _Consol
         record = manager.wait(record.id, console.progress, stream_logs=stream)
     data = record.to_dict()
     console.emit(data, _record_text(record))
-    if record.state in (JobState.FAILED, JobState.CANCELLED) or (wait and record.state is not JobState.SUCCEEDED):
+    if record.state in (JobState.FAILED, JobState.CANCELLED) or (
+        wait and record.state is not JobState.SUCCEEDED
+    ):
         return EXIT_JOB_FAILED
     return EXIT_OK
 
@@ -308,7 +319,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted; the job (if any) keeps running: see `jupyter cloudpromote list`", file=sys.stderr)
+        print(
+            "interrupted; the job (if any) keeps running: see `jupyter cloudpromote list`",
+            file=sys.stderr,
+        )
         return 130
 
 

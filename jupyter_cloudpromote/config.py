@@ -66,17 +66,13 @@ class CloudPromote(Configurable):
         False, help="Also install extra_ca_bundle into the final image, for jobs that need it."
     ).tag(config=True)
 
-    pip_index_url = Unicode("", help="Package index used for job environments.").tag(
+    pip_index_url = Unicode("", help="Package index used for job environments.").tag(config=True)
+
+    data_dir = Unicode(help="Where the job store, job folders and cached environments live.").tag(
         config=True
     )
 
-    data_dir = Unicode(
-        help="Where the job store, job folders and cached environments live."
-    ).tag(config=True)
-
-    store_path = Unicode(help="SQLite job store. Default: <data_dir>/jobs.sqlite.").tag(
-        config=True
-    )
+    store_path = Unicode(help="SQLite job store. Default: <data_dir>/jobs.sqlite.").tag(config=True)
 
     watch_interval = Float(2.0, help="Seconds between status refreshes of active jobs.").tag(
         config=True

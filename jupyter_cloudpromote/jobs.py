@@ -7,6 +7,7 @@ why. The CLI, the server extension and the magic all drive jobs through `JobMana
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import os
@@ -452,5 +453,5 @@ class JobManager:
         self.store.delete(record.id)
         shutil.rmtree(record.job_dir, ignore_errors=True)
 
-    def list(self, **filters: Any) -> list[JobRecord]:
+    def list(self, **filters: Any) -> builtins.list[JobRecord]:
         return self.store.list(**filters)

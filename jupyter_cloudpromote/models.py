@@ -284,7 +284,7 @@ class JobRecord:
     history: list[Transition] = field(default_factory=list)
 
     def to_dict(self, with_history: bool = True) -> dict[str, Any]:
-        data = {
+        data: dict[str, Any] = {
             "id": self.id,
             "notebook": self.notebook,
             "backend": self.backend,

@@ -15,9 +15,13 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
     """Load and validate an .ipynb file, raising NotebookError with the fix on bad input."""
     path = Path(path)
     if not path.exists():
-        raise NotebookError(f"No notebook at {path}.", "Check the path; it is relative to the current folder.")
+        raise NotebookError(
+            f"No notebook at {path}.", "Check the path; it is relative to the current folder."
+        )
     if path.is_dir():
-        raise NotebookError(f"{path} is a folder, not a notebook.", "Give the path of an .ipynb file.")
+        raise NotebookError(
+            f"{path} is a folder, not a notebook.", "Give the path of an .ipynb file."
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -32,7 +36,7 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
             f"column {exc.colno}: {exc.msg}.",
             "Open it in Jupyter to repair it, or restore it from a checkpoint or version control.",
         ) from exc
-    if not isinstance(raw, dict) or "cells" not in raw and "worksheets" not in raw:
+    if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw):
         raise NotebookError(
             f"{path.name} is JSON but not a Jupyter notebook (no 'cells').",
             "Give the path of an .ipynb file saved by Jupyter.",

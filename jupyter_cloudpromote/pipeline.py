@@ -53,9 +53,7 @@ def promote(
         cell_sources=converted.cell_sources,
     )
     parameters = coerce_parameters(converted.parameters, options.parameters)
-    base_image = options.base_image or settings.base_image or default_base_image(
-        env.python_version
-    )
+    base_image = options.base_image or settings.base_image or default_base_image(env.python_version)
     dockerfile = render_dockerfile(
         base_image=base_image,
         notebook_name=path.name,

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import re
 
-from .errors import CloudPromoteError
+from .errors import CloudPromoteError, ConfigError
 from .models import Resources
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day)?s?\s*$", re.IGNORECASE)
-_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "day": 86400}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_UNIT_SECONDS = {
+    "s": 1,
+    "sec": 1,
+    "m": 60,
+    "min": 60,
+    "h": 3600,
+    "hr": 3600,
+    "d": 86400,
+    "day": 86400,
+}
 
 
 def parse_memory_bytes(text: str) -> int:
@@ -23,38 +32,34 @@ def parse_memory_bytes(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
-def parse_duration_seconds(text: str) -> int:
-    """'90s', '30m', '2h', '1d', '1:30:00', '45:00' (mm:ss), '120' (minutes, as Slurm) -> s."""
-    text = text.strip()
-    if ":" in text:
-        parts = text.split(":")
-        if len(parts) in (2, 3) and all(p.isdigit() for p in parts):
-            numbers = [int(p) for p in parts]
-            if len(numbers) == 2:
-                numbers.insert(0, 0)
-            hours, minutes, seconds = numbers
-            total = hours * 3600 + minutes * 60 + seconds
-            if total > 0:
-                return total
-    else:
-        match = _DURATION.match(text)
-        if match:
-            value = float(match.group(1))
-            unit = (match.group(2) or "min").lower()
-            total = int(value * _SECONDS[unit])
-            if total > 0:
-                return total
-    raise CloudPromoteError(
-        f"Time limit {text!r} is not a duration.", "Write it like 90s, 30m, 2h or 1:30:00."
+def parse_duration_seconds(text: str) -> float:
+    """Seconds in a time limit: "30s", "10m", "2h", "1d", "1h30m", "1:30:00" or "10:00" (M:S).
+
+    Bare numbers are refused: schedulers disagree on their unit, so users must say it.
+    """
+    value = str(text).strip().lower()
+    bad = ConfigError(
+        f"Invalid time limit {text!r}.",
+        "Write it like 30s, 10m, 2h, 1h30m or 1:30:00 (hours:minutes:seconds).",
     )
-
-
-def format_duration(seconds: int) -> str:
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60}m"
-    return f"{seconds}s"
+    if not value:
+        raise bad
+    seconds = 0.0
+    if ":" in value:
+        parts = value.split(":")
+        if len(parts) > 3 or not all(p.isdigit() for p in parts):
+            raise bad
+        for part in parts:
+            seconds = seconds * 60 + int(part)
+    else:
+        compact = value.replace(" ", "")
+        matches = list(_DURATION_PART.finditer(compact))
+        if not matches or "".join(m.group(0) for m in matches) != compact:
+            raise bad
+        seconds = sum(float(m.group(1)) * _UNIT_SECONDS[m.group(2)] for m in matches)
+    if seconds <= 0:
+        raise ConfigError(f"The time limit {text!r} is zero.", "Give a positive time limit.")
+    return seconds
 
 
 def validate_resources(resources: Resources) -> Resources:

@@ -8,6 +8,7 @@ leaves it, whoever writes second.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -138,23 +139,13 @@ class JobStore:
             if row is None:
                 raise JobNotFoundError(f"No job {job_id!r}.", "See `jupyter cloudpromote list`.")
             current = JobState(row["state"])
-            allowed = not current.terminal and (
-                state.terminal or _ORDER[state] >= _ORDER[current]
-            )
+            allowed = not current.terminal and (state.terminal or _ORDER[state] >= _ORDER[current])
             if allowed:
-                sets = {k: v for k, v in fields.items() if k in _UPDATABLE}
-                if "spec" in sets:
-                    sets["spec"] = json.dumps(sets["spec"], sort_keys=True)
-                columns = ", ".join(f"{name} = ?" for name in sets)
-                params: list[Any] = [state.value, now]
-                query = "UPDATE jobs SET state = ?, updated = ?"
+                sets: dict[str, Any] = {"state": state.value, "updated": now}
                 if state != current or reason:
-                    query += ", reason = ?"
-                    params.append(reason)
-                if columns:
-                    query += ", " + columns
-                    params.extend(sets.values())
-                conn.execute(query + " WHERE id = ?", (*params, job_id))
+                    sets["reason"] = reason
+                sets.update(_settable(fields))
+                _update_row(conn, job_id, sets)
                 if state != current:
                     conn.execute(
                         "INSERT INTO transitions (job_id, time, state, reason) VALUES (?,?,?,?)",
@@ -164,17 +155,10 @@ class JobStore:
 
     def update(self, job_id: str, **fields: Any) -> JobRecord:
         """Set non-state fields (backend id, image, ...) without a transition."""
-        sets = {k: v for k, v in fields.items() if k in _UPDATABLE}
-        if "spec" in sets:
-            sets["spec"] = json.dumps(sets["spec"], sort_keys=True)
+        sets = _settable(fields)
         if sets:
             with self._write() as conn:
-                conn.execute(
-                    "UPDATE jobs SET "
-                    + ", ".join(f"{name} = ?" for name in sets)
-                    + " WHERE id = ?",
-                    (*sets.values(), job_id),
-                )
+                _update_row(conn, job_id, sets)
         return self.get(job_id)
 
     def get(self, job_id: str) -> JobRecord:
@@ -210,13 +194,13 @@ class JobStore:
     def list(
         self,
         *,
-        states: list[JobState] | None = None,
+        states: builtins.list[JobState] | None = None,
         backend: str | None = None,
         notebook: str | None = None,
         limit: int = 50,
         offset: int = 0,
         newest_first: bool = True,
-    ) -> list[JobRecord]:
+    ) -> builtins.list[JobRecord]:
         where, params = self._filters(states, backend, notebook)
         order = "DESC" if newest_first else "ASC"
         with self._lock:
@@ -230,7 +214,7 @@ class JobStore:
     def count(
         self,
         *,
-        states: list[JobState] | None = None,
+        states: builtins.list[JobState] | None = None,
         backend: str | None = None,
         notebook: str | None = None,
     ) -> int:
@@ -239,7 +223,7 @@ class JobStore:
             row = self._conn.execute(f"SELECT COUNT(*) FROM jobs {where}", params).fetchone()  # noqa: S608
         return int(row[0])
 
-    def active(self) -> list[JobRecord]:
+    def active(self) -> builtins.list[JobRecord]:
         """Non-terminal jobs: what a watcher refreshes (indexed, so cost follows active jobs)."""
         live = [s for s in JobState if not s.terminal]
         return self.list(states=live, limit=10_000, newest_first=False)
@@ -251,10 +235,10 @@ class JobStore:
 
     @staticmethod
     def _filters(
-        states: list[JobState] | None, backend: str | None, notebook: str | None
-    ) -> tuple[str, list[Any]]:
+        states: builtins.list[JobState] | None, backend: str | None, notebook: str | None
+    ) -> tuple[str, builtins.list[Any]]:
         clauses: list[str] = []
-        params: list[Any] = []
+        params: builtins.list[Any] = []
         if states:
             clauses.append(f"state IN ({', '.join('?' for _ in states)})")
             params.extend(s.value for s in states)
@@ -265,6 +249,19 @@ class JobStore:
             clauses.append("notebook = ?")
             params.append(notebook)
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _settable(fields: dict[str, Any]) -> dict[str, Any]:
+    sets = {k: v for k, v in fields.items() if k in _UPDATABLE}
+    if "spec" in sets:
+        sets["spec"] = json.dumps(sets["spec"], sort_keys=True)
+    return sets
+
+
+def _update_row(conn: sqlite3.Connection, job_id: str, sets: dict[str, Any]) -> None:
+    # Column names come from this module (state, updated, reason, _UPDATABLE), never users.
+    assignments = ", ".join(f"{name} = ?" for name in sets)
+    conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*sets.values(), job_id))  # noqa: S608
 
 
 def _record(row: sqlite3.Row) -> JobRecord:
