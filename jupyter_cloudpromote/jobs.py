@@ -33,9 +33,11 @@ from .models import (
     Resources,
 )
 from .pipeline import promote
+from .procs import process_alive, process_start_time
 from .store import JobStore
 
 Progress = Callable[[str], None]
+Launch = Callable[[], JobRecord]
 CONTEXT_META = "context.json"
 SUBMIT_ENV = "submit-env.json"  # env values for rerun; 0600, never copied into images
 
@@ -48,14 +50,10 @@ def _new_job_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def owner_stamp() -> dict[str, Any]:
+    """Who prepares a job until a backend has it: pid plus start time (pid reuse), host."""
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "start_time": process_start_time(pid)}
 
 
 class JobManager:
@@ -98,6 +96,17 @@ class JobManager:
         Bad input (unreadable notebook, unknown backend or parameter, missing kernel) raises
         before any record exists; anything failing after that leaves a `failed` record.
         """
+        _record, launch = self.start(notebook, options, progress)
+        return launch()
+
+    def start(
+        self, notebook: str | Path, options: PromotionOptions, progress: Progress = _quiet
+    ) -> tuple[JobRecord, Launch]:
+        """The first half of submit: validate and create the pending record, no building.
+
+        Returns the record and the call that packages, builds and submits it, so a server
+        can answer as soon as the record exists and launch in the background.
+        """
         backend = self.backend(options.backend, options.options)
         progress(f"checking {Path(notebook).name}")
         promotion = promote(notebook, options, self.settings)
@@ -109,11 +118,15 @@ class JobManager:
             )
             raise FindingsError(
                 f"Not submitted: the readiness check found {len(blocking)} error(s): {listed}.",
-                "Fix them (see `jupyter cloudpromote preview`), or pass --force to submit anyway.",
+                "Fix them (see the preview), or submit with force (--force) to submit anyway.",
             )
         record = self._create(promotion, options, backend)
         progress(f"job {record.id} created on backend {record.backend!r}")
-        return self._launch(record, backend, progress, promotion=promotion, env=options.env)
+
+        def launch() -> JobRecord:
+            return self._launch(record, backend, progress, promotion=promotion, env=options.env)
+
+        return record, launch
 
     def _create(
         self, promotion: Promotion, options: PromotionOptions, backend: Backend
@@ -136,7 +149,7 @@ class JobManager:
             "base_image": promotion.base_image,
             "kernel": options.kernel,
             "force": options.force,
-            "owner": {"pid": os.getpid(), "host": socket.gethostname()},
+            "owner": owner_stamp(),
         }
         record = JobRecord(
             id=job_id,
@@ -293,7 +306,7 @@ class JobManager:
             owner.get("host") == socket.gethostname()
             and isinstance(pid, int)
             and pid != os.getpid()
-            and not _process_alive(pid)
+            and not process_alive(pid, owner.get("start_time"))
         ):
             return self._move(
                 record.id,
@@ -396,10 +409,15 @@ class JobManager:
 
     def rerun(self, job_id: str, progress: Progress = _quiet) -> JobRecord:
         """Run a job again exactly as it was packaged (same script, requirements, image)."""
+        _record, launch = self.start_rerun(job_id, progress)
+        return launch()
+
+    def start_rerun(self, job_id: str, progress: Progress = _quiet) -> tuple[JobRecord, Launch]:
+        """The first half of rerun, split like `start`."""
         old = self.store.find(job_id)
         old_dir = Path(old.job_dir)
         meta_path = old_dir / CONTEXT_META
-        if not meta_path.is_file():
+        if not meta_path.is_file() or not (old_dir / "context").is_dir():
             raise CloudPromoteError(
                 f"Job {old.id} never got as far as packaging, so there is nothing to rerun.",
                 "Submit the notebook again instead.",
@@ -424,8 +442,7 @@ class JobManager:
             (job_dir / SUBMIT_ENV).touch(mode=0o600)
             (job_dir / SUBMIT_ENV).write_text(json.dumps(env, sort_keys=True), encoding="utf-8")
         now = time.time()
-        owner = {"pid": os.getpid(), "host": socket.gethostname()}
-        spec = {**old.spec, "rerun_of": old.id, "owner": owner}
+        spec = {**old.spec, "rerun_of": old.id, "owner": owner_stamp()}
         record = self.store.create(
             JobRecord(
                 id=job_id_new,
@@ -441,7 +458,11 @@ class JobManager:
             reason=f"rerun of {old.id}",
         )
         progress(f"job {record.id} created as a rerun of {old.id}")
-        return self._launch(record, backend, progress, context=context, env=env)
+
+        def launch() -> JobRecord:
+            return self._launch(record, backend, progress, context=context, env=env)
+
+        return record, launch
 
     def delete(self, job_id: str) -> None:
         """Forget a finished job and remove its folder. Active jobs must be cancelled first."""
