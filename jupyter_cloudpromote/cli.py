@@ -25,7 +25,7 @@ from .resources import validate_resources
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+def parse_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for item in values or []:
         key, sep, value = item.partition("=")
@@ -63,18 +63,18 @@ def _add_promotion_arguments(parser: argparse.ArgumentParser, *, submit: bool) -
         parser.add_argument("--wait", action="store_true", help="follow the job until it ends")
 
 
-def _options(args: argparse.Namespace) -> PromotionOptions:
+def promotion_options(args: argparse.Namespace) -> PromotionOptions:
     resources = Resources(
         cpus=args.cpus, memory=args.memory, gpus=args.gpus or 0, time_limit=args.time_limit
     )
     validate_resources(resources)
     return PromotionOptions(
         backend=args.backend,
-        options=_pairs(args.option, "--option"),
-        parameters=_pairs(args.param, "--param"),
+        options=parse_pairs(args.option, "--option"),
+        parameters=parse_pairs(args.param, "--param"),
         resources=resources,
         include=list(args.include or []),
-        env=_pairs(getattr(args, "env", None), "--env"),
+        env=parse_pairs(getattr(args, "env", None), "--env"),
         base_image=args.base_image,
         kernel=args.kernel,
         force=getattr(args, "force", False),
@@ -154,7 +154,7 @@ def _record_line(record: JobRecord) -> str:
     )
 
 
-def _record_text(record: JobRecord) -> str:
+def record_text(record: JobRecord) -> str:
     lines = [
         f"job       {record.id}",
         f"notebook  {record.notebook}",
@@ -188,7 +188,7 @@ def _run(args: argparse.Namespace, console: _Console) -> int:
     manager = JobManager()
     verb = args.verb
     if verb == "preview":
-        data = manager.preview(args.notebook, _options(args)).to_preview()
+        data = manager.preview(args.notebook, promotion_options(args)).to_preview()
         human: list[str] = ["Findings:", *_findings_text(data["findings"]), "Requirements:"]
         human += [f"  {r}" for r in data["requirements"]] or ["  none"]
         human.append(f"Python {data['python_version']}, base image {data['base_image']}")
@@ -204,7 +204,7 @@ def _run(args: argparse.Namespace, console: _Console) -> int:
         console.emit(data, "\n".join(human))
         return EXIT_OK
     if verb == "submit":
-        record = manager.submit(args.notebook, _options(args), console.progress)
+        record = manager.submit(args.notebook, promotion_options(args), console.progress)
         return _finish(manager, record, args.wait, console)
     if verb == "rerun":
         record = manager.rerun(args.job_id, console.progress)
@@ -223,7 +223,7 @@ def _run(args: argparse.Namespace, console: _Console) -> int:
         return EXIT_OK
     if verb == "status":
         record = manager.refresh(args.job_id)
-        console.emit(record.to_dict(), _record_text(record))
+        console.emit(record.to_dict(), record_text(record))
         return EXIT_OK
     if verb == "cancel":
         record = manager.cancel(args.job_id)
@@ -254,7 +254,7 @@ def _finish(manager: JobManager, record: JobRecord, wait: bool, console: _Consol
 
         record = manager.wait(record.id, console.progress, stream_logs=stream)
     data = record.to_dict()
-    console.emit(data, _record_text(record))
+    console.emit(data, record_text(record))
     if record.state in (JobState.FAILED, JobState.CANCELLED) or (
         wait and record.state is not JobState.SUCCEEDED
     ):
