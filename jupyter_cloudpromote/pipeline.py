@@ -62,6 +62,7 @@ def promote(
         ca_bundle=bool(settings.extra_ca_bundle),
         keep_ca_bundle=settings.keep_ca_bundle,
         pip_index_url=settings.pip_index_url,
+        code_paths=[*resolved.local_modules, *options.include],
     )
     return Promotion(
         notebook_path=path,

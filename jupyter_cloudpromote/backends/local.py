@@ -38,6 +38,7 @@ from typing import Any
 
 from ..errors import BackendError, BuildError, ConfigError
 from ..models import BackendStatus, JobState
+from ..package import CA_BUNDLE_NAME, DOCKERFILE_NAME, PIP_CONFIG_NAME
 from ..procs import process_alive, process_start_time
 from ..resources import parse_duration_seconds
 from .base import Backend, SubmitRequest
@@ -303,7 +304,10 @@ class LocalBackend(Backend):
                 "Give parameters as numbers, strings, booleans, lists or dicts.",
             ) from exc
         work = job_dir / "work"
-        shutil.copytree(context_dir, work, dirs_exist_ok=True, symlinks=True)
+        # Build-only files stay out of the job's folder: the CA bundle and a pip config that
+        # may hold index credentials are for installing, not for the job to read.
+        build_only = shutil.ignore_patterns(CA_BUNDLE_NAME, PIP_CONFIG_NAME, DOCKERFILE_NAME)
+        shutil.copytree(context_dir, work, dirs_exist_ok=True, symlinks=True, ignore=build_only)
         for folder in ("logs", "outputs", "local"):
             (job_dir / folder).mkdir(parents=True, exist_ok=True)
         for stale in (result_path(job_dir), cancel_marker_path(job_dir), phase_path(job_dir)):
