@@ -111,8 +111,10 @@ def _cp_apply_parameters(names, namespace):
                   f"(parameters: {{', '.join(names) or 'none'}})", file=_cp_sys.stderr)
 '''
 
-_HELPERS = {"run_script": (_RUN_SCRIPT_HELPER, ("runpy", "sys")),
-            "apply_parameters": (_APPLY_PARAMETERS_HELPER, ("json", "os", "sys"))}
+_HELPERS = {
+    "run_script": (_RUN_SCRIPT_HELPER, ("runpy", "sys")),
+    "apply_parameters": (_APPLY_PARAMETERS_HELPER, ("json", "os", "sys")),
+}
 
 # Line magics that only make sense in an interactive IPython session: dropped, with the reason.
 _IPYTHON_ONLY_MAGICS: dict[str, str] = {
@@ -183,22 +185,55 @@ _IPYTHON_ONLY_MAGICS: dict[str, str] = {
 _WARNING_DROPS = frozenset({"store", "reset", "reset_selective", "xdel", "alias"})
 # Extensions whose magics the converter itself handles (or which only matter interactively).
 _HARMLESS_EXTENSIONS = frozenset(
-    {"autoreload", "line_profiler", "memory_profiler", "tensorboard", "watermark",
-     "google.colab.data_table", "nb_black", "lab_black", "jupyter_black", "autotime"}
+    {
+        "autoreload",
+        "line_profiler",
+        "memory_profiler",
+        "tensorboard",
+        "watermark",
+        "google.colab.data_table",
+        "nb_black",
+        "lab_black",
+        "jupyter_black",
+        "autotime",
+    }
 )
 _HELP_MAGICS = frozenset({"pinfo", "pinfo2", "psearch"})
 # Timing and profiling magics: the statement runs once; value is getopt's spec of the options.
-_TIMING_MAGICS = {"time": "", "timeit": "n:r:tcp:qo", "prun": "D:l:rs:T:q", "memit": "r:t:ico",
-                  "lprun": "f:m:D:T:rsu:", "mprun": "f:T:cr"}
+_TIMING_MAGICS = {
+    "time": "",
+    "timeit": "n:r:tcp:qo",
+    "prun": "D:l:rs:T:q",
+    "memit": "r:t:ico",
+    "lprun": "f:m:D:T:rsu:",
+    "mprun": "f:T:cr",
+}
 # IPython's default shell aliases on Linux, as the commands they run.
-_SHELL_ALIASES = {"ls": "ls -F", "ll": "ls -F -o", "cat": "cat", "cp": "cp", "mv": "mv",
-                  "mkdir": "mkdir", "rm": "rm", "rmdir": "rmdir", "less": "less", "more": "more",
-                  "man": "man"}
-_PYTHON_CELL_MAGICS = {"time": "", "timeit": "n:r:tcp:qo", "prun": "D:l:rs:T:q",
-                       "memit": "r:t:ico", "capture": "", "debug": ""}
+_SHELL_ALIASES = {
+    "ls": "ls -F",
+    "ll": "ls -F -o",
+    "cat": "cat",
+    "cp": "cp",
+    "mv": "mv",
+    "mkdir": "mkdir",
+    "rm": "rm",
+    "rmdir": "rmdir",
+    "less": "less",
+    "more": "more",
+    "man": "man",
+}
+_PYTHON_CELL_MAGICS = {
+    "time": "",
+    "timeit": "n:r:tcp:qo",
+    "prun": "D:l:rs:T:q",
+    "memit": "r:t:ico",
+    "capture": "",
+    "debug": "",
+}
 _DISPLAY_CELL_MAGICS = frozenset({"html", "HTML", "markdown", "latex", "javascript", "js", "svg"})
-_SCRIPT_CELL_MAGICS = frozenset({"bash", "sh", "script", "perl", "ruby", "python", "python2",
-                                 "python3", "pypy"})
+_SCRIPT_CELL_MAGICS = frozenset(
+    {"bash", "sh", "script", "perl", "ruby", "python", "python2", "python3", "pypy"}
+)
 _SHELL_CELL_MAGICS = frozenset({"sx", "system", "!"})
 _WRITEFILE_CELL_MAGICS = frozenset({"writefile", "file"})
 _UNSUPPORTED_CELL_MAGIC_FIXES = {
@@ -210,19 +245,78 @@ _UNSUPPORTED_CELL_MAGIC_FIXES = {
 }
 # Names IPython's automagic accepts without `%` (default magics and Linux shell aliases).
 _AUTOMAGIC_NAMES = frozenset(
-    set(_IPYTHON_ONLY_MAGICS) | set(_TIMING_MAGICS) | set(_SHELL_ALIASES)
-    | {"cd", "pwd", "env", "set_env", "run", "load", "pip", "conda", "mamba", "sx", "system",
-       "pylab", "pushd", "popd", "pinfo", "pinfo2", "psearch", "loadpy", "sc", "lf", "lk", "lx",
-       "ldir"}
+    set(_IPYTHON_ONLY_MAGICS)
+    | set(_TIMING_MAGICS)
+    | set(_SHELL_ALIASES)
+    | {
+        "cd",
+        "pwd",
+        "env",
+        "set_env",
+        "run",
+        "load",
+        "pip",
+        "conda",
+        "mamba",
+        "sx",
+        "system",
+        "pylab",
+        "pushd",
+        "popd",
+        "pinfo",
+        "pinfo2",
+        "psearch",
+        "loadpy",
+        "sc",
+        "lf",
+        "lk",
+        "lx",
+        "ldir",
+    }
 )
 _PIP_OPTIONS_WITH_VALUE = frozenset(
-    {"-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-i", "--index-url",
-     "--extra-index-url", "-f", "--find-links", "-t", "--target", "--prefix", "--root",
-     "--upgrade-strategy", "--progress-bar", "--trusted-host", "--platform", "--python-version",
-     "--implementation", "--abi", "--src", "--global-option", "--config-settings", "-C",
-     "--no-binary", "--only-binary", "--cache-dir", "--log", "--proxy", "--retries",
-     "--timeout", "--exists-action", "--cert", "--client-cert", "--report", "--python",
-     "--root-user-action", "--install-option"}
+    {
+        "-r",
+        "--requirement",
+        "-c",
+        "--constraint",
+        "-e",
+        "--editable",
+        "-i",
+        "--index-url",
+        "--extra-index-url",
+        "-f",
+        "--find-links",
+        "-t",
+        "--target",
+        "--prefix",
+        "--root",
+        "--upgrade-strategy",
+        "--progress-bar",
+        "--trusted-host",
+        "--platform",
+        "--python-version",
+        "--implementation",
+        "--abi",
+        "--src",
+        "--global-option",
+        "--config-settings",
+        "-C",
+        "--no-binary",
+        "--only-binary",
+        "--cache-dir",
+        "--log",
+        "--proxy",
+        "--retries",
+        "--timeout",
+        "--exists-action",
+        "--cert",
+        "--client-cert",
+        "--report",
+        "--python",
+        "--root-user-action",
+        "--install-option",
+    }
 )
 _CONDA_OPTIONS_WITH_VALUE = frozenset(
     {"-c", "--channel", "-n", "--name", "-p", "--prefix", "--file", "--repodata-fn"}
@@ -319,8 +413,9 @@ def _block_str(text: str) -> str:
         and '"""' not in text
         and not text.endswith('"')
         and "\r" not in text
-        and all(ch in "\n\t" or (ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF)
-                for ch in text)
+        and all(
+            ch in "\n\t" or (ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF) for ch in text
+        )
     )
     if safe and "\n" in text:
         return '"""' + text + '"""'
@@ -328,8 +423,9 @@ def _block_str(text: str) -> str:
         '"""' not in text
         and not text.endswith(("\\", '"'))
         and "\r" not in text
-        and all(ch in "\n\t" or (ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF)
-                for ch in text)
+        and all(
+            ch in "\n\t" or (ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF) for ch in text
+        )
     )
     if raw_safe and "\n" in text:
         return 'r"""' + text + '"""'
@@ -387,8 +483,9 @@ def _compiles(code: str) -> bool:
 
 def _has_top_level_await(code: str) -> bool:
     try:
-        compiled = compile(code, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
-                           dont_inherit=True)
+        compiled = compile(
+            code, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+        )
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     return bool(compiled.co_flags & inspect.CO_COROUTINE)
@@ -502,8 +599,13 @@ class _Bindings(ast.NodeVisitor):
             self.visit(decorator)
         if self.nested:
             if not isinstance(node, ast.ClassDef):
-                for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs,
-                            node.args.vararg, node.args.kwarg]:
+                for arg in [
+                    *node.args.posonlyargs,
+                    *node.args.args,
+                    *node.args.kwonlyargs,
+                    node.args.vararg,
+                    node.args.kwarg,
+                ]:
                     if arg is not None:
                         self._add(arg.arg)
             for stmt in node.body:
@@ -584,8 +686,9 @@ def _pip_words(words: list[str]) -> tuple[int, bool] | None:
     conda = False
     if re.fullmatch(r"pip(3(\.\d+)?)?", head):
         index += 1
-    elif re.fullmatch(r"(python(3(\.\d+)?)?|\{sys\.executable\}|\$\w+|\S*/python3?(\.\d+)?)",
-                      head) and words[index + 1 : index + 3] == ["-m", "pip"]:
+    elif re.fullmatch(
+        r"(python(3(\.\d+)?)?|\{sys\.executable\}|\$\w+|\S*/python3?(\.\d+)?)", head
+    ) and words[index + 1 : index + 3] == ["-m", "pip"]:
         index += 3
     elif head == "uv" and words[index + 1 : index + 2] == ["pip"]:
         index += 2
@@ -612,7 +715,8 @@ def _parse_install_args(words: list[str], conda: bool) -> _InstallLine:
             line.variables.append(word)
             # `pyspark==$VERSION`: the name is literal, only the version is unknown here.
             match = re.match(
-                r"([A-Za-z0-9][A-Za-z0-9._-]*(\[[\w,\s-]*\])?)\s*(===|==|>=|<=|~=|!=|<|>)", word)
+                r"([A-Za-z0-9][A-Za-z0-9._-]*(\[[\w,\s-]*\])?)\s*(===|==|>=|<=|~=|!=|<|>)", word
+            )
             if match and "$" not in match.group(1) and "{" not in match.group(1):
                 line.specs.append(match.group(1))
             continue
@@ -626,8 +730,15 @@ def _parse_install_args(words: list[str], conda: bool) -> _InstallLine:
                     line.requirement_files.append(value)
                 elif name in ("-e", "--editable"):
                     line.specs.append(value)
-                elif name not in ("--progress-bar", "--upgrade-strategy", "--root-user-action",
-                                  "--cache-dir", "--retries", "--timeout", "--exists-action"):
+                elif name not in (
+                    "--progress-bar",
+                    "--upgrade-strategy",
+                    "--root-user-action",
+                    "--cache-dir",
+                    "--retries",
+                    "--timeout",
+                    "--exists-action",
+                ):
                     line.ignored_options.append(f"{name} {value}".strip())
             continue
         if conda:
@@ -656,8 +767,9 @@ def _split_shell_segments(command: str) -> list[list[str]] | None:
             continue
         if token in _SHELL_OPERATORS:
             segments.append([])
-        elif token in _REDIRECTIONS or (token.isdigit() and index + 1 < len(tokens)
-                                        and tokens[index + 1] in _REDIRECTIONS):
+        elif token in _REDIRECTIONS or (
+            token.isdigit() and index + 1 < len(tokens) and tokens[index + 1] in _REDIRECTIONS
+        ):
             skip_next = token in _REDIRECTIONS
         else:
             segments[-1].append(token)
@@ -692,8 +804,15 @@ class _NotebookConverter:
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
-    def _find(self, severity: Severity, code: str, message: str, fix: str,
-              line: int | None = None, path: str | None = None) -> None:
+    def _find(
+        self,
+        severity: Severity,
+        code: str,
+        message: str,
+        fix: str,
+        line: int | None = None,
+        path: str | None = None,
+    ) -> None:
         finding = Finding(severity, code, message, fix, cell=self.cell, line=line, path=path)
         if finding not in self.findings:
             self.findings.append(finding)
@@ -704,7 +823,8 @@ class _NotebookConverter:
     def _require_ipython(self, what: str, line: int | None) -> None:
         self.needs_ipython = True
         self._find(
-            Severity.WARNING, "ipython-magic",
+            Severity.WARNING,
+            "ipython-magic",
             f"Cell {self.cell} line {line}: {what} has no plain-Python equivalent, so the "
             "script keeps the get_ipython() call and the job runs it inside an IPython shell.",
             "Make sure IPython (and any extension the magic comes from) is in the job's "
@@ -747,8 +867,11 @@ class _NotebookConverter:
             return None
         if tree is not None:
             body = tree.body
-            bare_name = len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(
-                body[0].value, ast.Name)
+            bare_name = (
+                len(body) == 1
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Name)
+            )
             # `ls -l` parses as a subtraction, but IPython still runs it as %ls.
             if not bare_name and not re.match(r"\s+-", rest):
                 return None
@@ -829,8 +952,15 @@ class _NotebookConverter:
                     fields.append((pending + before, name, "", None, True))
                     pending = ""
                 continue_from = match.end()
-            fields.append((pending + literal[continue_from:], field_name, format_spec or "",
-                           conversion, False))
+            fields.append(
+                (
+                    pending + literal[continue_from:],
+                    field_name,
+                    format_spec or "",
+                    conversion,
+                    False,
+                )
+            )
         return fields
 
     def _expand(self, text: str) -> tuple[str, bool]:
@@ -902,10 +1032,12 @@ class _NotebookConverter:
             code = self._finish_cell(code)
         except _CellFailure as failure:
             self._find(Severity.ERROR, failure.code, failure.message, failure.fix, failure.line)
-            return "\n".join([
-                f"\n{marker}: commented out: {_comment_safe(failure.message)}",
-                *_comment_lines(source.rstrip("\n")),
-            ])
+            return "\n".join(
+                [
+                    f"\n{marker}: commented out: {_comment_safe(failure.message)}",
+                    *_comment_lines(source.rstrip("\n")),
+                ]
+            )
         self.cell_sources[index] = code
         return f"\n{marker}\n{code}" if code.strip() else f"\n{marker}"
 
@@ -937,8 +1069,10 @@ class _NotebookConverter:
             ) from exc
         except (ValueError, RecursionError, MemoryError) as exc:
             raise _CellFailure(
-                "syntax-error", f"Cell {self.cell} cannot be compiled: {exc}.",
-                "Remove the offending characters, or tag the cell skip-job.", None,
+                "syntax-error",
+                f"Cell {self.cell} cannot be compiled: {exc}.",
+                "Remove the offending characters, or tag the cell skip-job.",
+                None,
             ) from exc
         return self._hoist_future_imports(code)
 
@@ -961,7 +1095,8 @@ class _NotebookConverter:
         if _compiles(wrapped):
             self._use("asyncio")
             self._find(
-                Severity.INFO, "top-level-await",
+                Severity.INFO,
+                "top-level-await",
                 f"Cell {self.cell} uses top-level await; the script runs it with asyncio.run(), "
                 "a new event loop per such cell (the kernel shared one loop between cells).",
                 "Nothing to do unless objects bound to one event loop are reused in later cells; "
@@ -981,16 +1116,25 @@ class _NotebookConverter:
             if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":
                 statement = ast.get_source_segment(code, stmt) or ""
                 normalized = "from __future__ import " + ", ".join(
-                    alias.name for alias in stmt.names)
+                    alias.name for alias in stmt.names
+                )
                 if normalized not in self.future_imports:
                     self.future_imports.append(normalized)
-                start = offsets[stmt.lineno - 1] + _char_col(lines[stmt.lineno - 1],
-                                                              stmt.col_offset)
+                start = offsets[stmt.lineno - 1] + _char_col(
+                    lines[stmt.lineno - 1], stmt.col_offset
+                )
                 end_line = stmt.end_lineno or stmt.lineno
-                end = offsets[end_line - 1] + _char_col(lines[end_line - 1],
-                                                         stmt.end_col_offset or 0)
-                replacements.append(_Replacement(start, end, "pass  # cloudpromote: moved to "
-                                                 f"the top of the script: {_short(statement)}"))
+                end = offsets[end_line - 1] + _char_col(
+                    lines[end_line - 1], stmt.end_col_offset or 0
+                )
+                replacements.append(
+                    _Replacement(
+                        start,
+                        end,
+                        "pass  # cloudpromote: moved to "
+                        f"the top of the script: {_short(statement)}",
+                    )
+                )
         for rep in reversed(replacements):
             code = code[: rep.start] + rep.text + code[rep.end :]
         return code
@@ -1019,11 +1163,17 @@ class _NotebookConverter:
                 ) from exc
             except (ValueError, RecursionError, MemoryError) as exc:
                 raise _CellFailure(
-                    "syntax-error", f"Cell {self.cell} cannot be parsed: {exc}.",
-                    f"Remove the offending characters, or tag the cell {SKIP_TAG}.", None,
+                    "syntax-error",
+                    f"Cell {self.cell} cannot be parsed: {exc}.",
+                    f"Remove the offending characters, or tag the cell {SKIP_TAG}.",
+                    None,
                 ) from exc
-            raise _CellFailure("syntax-error", f"Cell {self.cell} cannot be parsed.",
-                               f"Tag the cell {SKIP_TAG}.", None)
+            raise _CellFailure(
+                "syntax-error",
+                f"Cell {self.cell} cannot be parsed.",
+                f"Tag the cell {SKIP_TAG}.",
+                None,
+            )
         return self._rewrite(transformed, tree, line_offset)
 
     def _rewrite(self, code: str, tree: ast.Module, line_offset: int) -> str:
@@ -1044,7 +1194,8 @@ class _NotebookConverter:
             self.needs_ipython = True
             line = stray_get_ipython[0].lineno + line_offset
             self._find(
-                Severity.INFO, "get-ipython",
+                Severity.INFO,
+                "get-ipython",
                 f"Cell {self.cell} line {line} calls get_ipython(); the job runs the script "
                 "inside an IPython shell so the call still works.",
                 "Make sure IPython is in the job's requirements (resolve adds it when imported), "
@@ -1057,8 +1208,9 @@ class _NotebookConverter:
             line = call.lineno + line_offset
             if isinstance(parent, ast.Expr):
                 grand = parents.get(parent, tree)
-                stmt_lines = self._statement_for(call, line, top_level=isinstance(grand, ast.Module)
-                                                 and len(tree.body) == 1)
+                stmt_lines = self._statement_for(
+                    call, line, top_level=isinstance(grand, ast.Module) and len(tree.body) == 1
+                )
                 if stmt_lines is None:
                     continue
                 start = position(parent.lineno, parent.col_offset)
@@ -1066,7 +1218,7 @@ class _NotebookConverter:
                 line_text = lines[parent.lineno - 1]
                 indent = line_text[: _char_col(line_text, parent.col_offset)]
                 end_line = lines[(parent.end_lineno or parent.lineno) - 1]
-                rest = end_line[_char_col(end_line, parent.end_col_offset or 0):]
+                rest = end_line[_char_col(end_line, parent.end_col_offset or 0) :]
                 free = not indent.strip() and not rest.strip() and not rest.lstrip().startswith(";")
                 text = self._place(stmt_lines, indent, free, isinstance(grand, ast.Module))
             else:
@@ -1081,8 +1233,7 @@ class _NotebookConverter:
             code = code[: rep.start] + rep.text + code[rep.end :]
         return code
 
-    def _collect_calls(self, node: ast.AST, calls: list[ast.Call],
-                       stray: list[ast.Name]) -> None:
+    def _collect_calls(self, node: ast.AST, calls: list[ast.Call], stray: list[ast.Name]) -> None:
         for child in ast.iter_child_nodes(node):
             method = _get_ipython_method(child)
             if method is not None:
@@ -1104,7 +1255,7 @@ class _NotebookConverter:
             # The statement may be the only one in its block: keep a statement there.
             return "pass  " + (comments[0].lstrip() if comments else "")
         pieces = [_indent_code(line, indent) for line in stmt_lines]
-        return "\n".join(pieces)[len(indent):] if pieces else "pass"
+        return "\n".join(pieces)[len(indent) :] if pieces else "pass"
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -1167,10 +1318,12 @@ class _NotebookConverter:
         self._magics.add(name)
         if name.startswith("%"):
             self._find(
-                Severity.ERROR, "misplaced-cell-magic",
+                Severity.ERROR,
+                "misplaced-cell-magic",
                 f"Cell {self.cell} line {line}: %{name} is a cell magic but is not on the "
                 "cell's first line, so IPython fails on it too.",
-                f"Move %{name} to the first line of its own cell.", line,
+                f"Move %{name} to the first line of its own cell.",
+                line,
             )
             return None
         if name in _TIMING_MAGICS:
@@ -1191,8 +1344,9 @@ class _NotebookConverter:
         if name in ("sx", "system"):
             return self._shell(args, line, capture=True)
         if name in _SHELL_ALIASES:
-            return self._shell(f"{_SHELL_ALIASES[name]} {args}".strip(), line, capture=False,
-                               expand=True)
+            return self._shell(
+                f"{_SHELL_ALIASES[name]} {args}".strip(), line, capture=False, expand=True
+            )
         if name == "pylab":
             return self._pylab(shown, line, as_expression)
         if name in _IPYTHON_ONLY_MAGICS:
@@ -1200,8 +1354,9 @@ class _NotebookConverter:
         self._require_ipython(f"the %{name} magic", line)
         return None
 
-    def _drop_magic(self, name: str, args: str, shown: str, line: int,
-                    as_expression: bool) -> list[str]:
+    def _drop_magic(
+        self, name: str, args: str, shown: str, line: int, as_expression: bool
+    ) -> list[str]:
         reason = _IPYTHON_ONLY_MAGICS[name]
         severity = Severity.WARNING if name in _WARNING_DROPS else Severity.INFO
         fix = "Nothing to do unless the job relies on it."
@@ -1210,15 +1365,21 @@ class _NotebookConverter:
             if extension not in _HARMLESS_EXTENSIONS:
                 severity = Severity.WARNING
             reason = f"the IPython extension {extension or '(none)'} is not loaded in the job"
-            fix = ("Nothing to do if the extension only adds magics this converter handles; "
-                   "otherwise call the library's Python API instead of its magics.")
+            fix = (
+                "Nothing to do if the extension only adds magics this converter handles; "
+                "otherwise call the library's Python API instead of its magics."
+            )
         elif name == "store":
             fix = "Save the values to a file the job reads, or recompute them in the notebook."
         elif name == "matplotlib":
             fix = "Save figures with plt.savefig() into $CLOUDPROMOTE_OUTPUT_DIR to keep them."
-        self._find(severity, "load-ext" if name == "load_ext" else "magic-dropped",
-                   f"Cell {self.cell} line {line}: {shown} is left out of the script: {reason}.",
-                   fix, line)
+        self._find(
+            severity,
+            "load-ext" if name == "load_ext" else "magic-dropped",
+            f"Cell {self.cell} line {line}: {shown} is left out of the script: {reason}.",
+            fix,
+            line,
+        )
         if as_expression:
             return ["None"]
         return [f"# cloudpromote: {shown} dropped: {reason}"]
@@ -1226,17 +1387,28 @@ class _NotebookConverter:
     def _pylab(self, shown: str, line: int, as_expression: bool) -> list[str] | None:
         if as_expression:
             return None
-        self._find(Severity.INFO, "magic-dropped",
-                   f"Cell {self.cell} line {line}: {shown} becomes the imports it performs; "
-                   "the GUI part is dropped (jobs use the Agg backend).",
-                   "Prefer explicit `import numpy as np` and `import matplotlib.pyplot as plt`.",
-                   line)
-        return [f"# cloudpromote: {shown}: the imports it performs, without the GUI part",
-                "import numpy", "import matplotlib", "from matplotlib import pylab, mlab, pyplot",
-                "np = numpy", "plt = pyplot", "from pylab import *", "from numpy import *"]
+        self._find(
+            Severity.INFO,
+            "magic-dropped",
+            f"Cell {self.cell} line {line}: {shown} becomes the imports it performs; "
+            "the GUI part is dropped (jobs use the Agg backend).",
+            "Prefer explicit `import numpy as np` and `import matplotlib.pyplot as plt`.",
+            line,
+        )
+        return [
+            f"# cloudpromote: {shown}: the imports it performs, without the GUI part",
+            "import numpy",
+            "import matplotlib",
+            "from matplotlib import pylab, mlab, pyplot",
+            "np = numpy",
+            "plt = pyplot",
+            "from pylab import *",
+            "from numpy import *",
+        ]
 
-    def _timing_magic(self, name: str, args: str, line: int,
-                      as_expression: bool) -> list[str] | None:
+    def _timing_magic(
+        self, name: str, args: str, line: int, as_expression: bool
+    ) -> list[str] | None:
         _, statement = _strip_options(args, _TIMING_MAGICS[name])
         statement = statement.strip()
         if not statement:
@@ -1250,7 +1422,8 @@ class _NotebookConverter:
                 return ["None"]
             return [statement]
         self._find(
-            Severity.INFO, "timing-magic",
+            Severity.INFO,
+            "timing-magic",
             f"Cell {self.cell} line {line}: %{name} runs its statement once in the job, "
             "without timing or profiling it.",
             "Nothing to do; time the job from its logs, or use time.perf_counter() in code.",
@@ -1259,8 +1432,7 @@ class _NotebookConverter:
         converted = self._convert_source(statement, line - 1).rstrip("\n")
         return [f"# cloudpromote: %{name}: the statement runs once, untimed", converted]
 
-    def _env_magic(self, name: str, args: str, line: int,
-                   as_expression: bool) -> list[str] | None:
+    def _env_magic(self, name: str, args: str, line: int, as_expression: bool) -> list[str] | None:
         self._use("os")
         text = args.strip()
         if not text:
@@ -1335,27 +1507,30 @@ class _NotebookConverter:
             keywords.append('run_name="__cloudpromote_run__"')
         extra = "".join(f", {keyword}" for keyword in keywords)
         self._find(
-            Severity.INFO, "run-magic",
+            Severity.INFO,
+            "run-magic",
             f"Cell {self.cell} line {line}: %run {_short(args)} runs with runpy, and its names "
             "are copied into the script's namespace as IPython does.",
             "Make sure the file is packed with the job (it is listed in referenced_files).",
-            line, path=target if module is None else None,
+            line,
+            path=target if module is None else None,
         )
         return [f"_cp_run_script({target_code}, {argv_code}, globals(){extra})"]
 
-    def _load_magic(self, name: str, args: str, line: int,
-                    as_expression: bool) -> list[str] | None:
+    def _load_magic(self, name: str, args: str, line: int, as_expression: bool) -> list[str] | None:
         _, rest = _strip_options(args, "r:s:yn:")
         target = _unquote(rest.strip())
         if target and "{" not in target and "$" not in target and "://" not in target:
             self._reference(target)
         self._find(
-            Severity.WARNING, "load-magic",
+            Severity.WARNING,
+            "load-magic",
             f"Cell {self.cell} line {line}: %{name} {_short(rest)} only pastes the file into "
             "the notebook cell when run interactively; the job does not run that code.",
             "Run the cell once in Jupyter so the file's code replaces the %load line, or use "
             "%run (or an import) if the job should execute the file.",
-            line, path=target or None,
+            line,
+            path=target or None,
         )
         if as_expression:
             return ["None"]
@@ -1363,8 +1538,9 @@ class _NotebookConverter:
 
     # -- installs and shell --------------------------------------------------------------------
 
-    def _install_magic(self, name: str, args: str, line: int,
-                       as_expression: bool) -> list[str] | None:
+    def _install_magic(
+        self, name: str, args: str, line: int, as_expression: bool
+    ) -> list[str] | None:
         words = _split_words(args)
         if words is None or not words or words[0] != "install":
             return None  # `%pip list`, `%pip uninstall ...`: IPython runs pip for those
@@ -1372,8 +1548,10 @@ class _NotebookConverter:
         self._record_install(install, f"%{name} {args}", line)
         if as_expression:
             return ["None"]
-        return [f"# cloudpromote: {_short('%' + name + ' ' + args)}: not run; the packages are "
-                "installed into the job's image"]
+        return [
+            f"# cloudpromote: {_short('%' + name + ' ' + args)}: not run; the packages are "
+            "installed into the job's image"
+        ]
 
     def _record_install(self, install: _InstallLine, shown: str, line: int) -> None:
         for spec in install.specs:
@@ -1381,34 +1559,43 @@ class _NotebookConverter:
         for path in install.requirement_files:
             self._reference(path)
             self._find(
-                Severity.INFO, "pip-requirements-file",
+                Severity.INFO,
+                "pip-requirements-file",
                 f"Cell {self.cell} line {line}: `{_short(shown)}` installs from the "
                 f"requirements file {path}; its lines are not copied into pip_requirements.",
-                "Keep the file next to the notebook so resolve can read it.", line, path=path,
+                "Keep the file next to the notebook so resolve can read it.",
+                line,
+                path=path,
             )
         if install.variables:
             self._find(
-                Severity.WARNING, "pip-variable",
+                Severity.WARNING,
+                "pip-variable",
                 f"Cell {self.cell} line {line}: `{_short(shown)}` uses variables "
                 f"({', '.join(install.variables)}) that cannot be expanded before the job runs, "
                 "so only the literal package names go into the image.",
                 "Write the package names literally on the install line, or add them to "
-                "requirements.txt next to the notebook.", line,
+                "requirements.txt next to the notebook.",
+                line,
             )
         if install.ignored_options:
             self._find(
-                Severity.WARNING, "pip-options",
+                Severity.WARNING,
+                "pip-options",
                 f"Cell {self.cell} line {line}: the install options "
                 f"{', '.join(install.ignored_options)} are not carried into the image build.",
                 "Configure the package index in the cloudpromote settings (pip_index_url), or "
-                "install from a requirements.txt next to the notebook.", line,
+                "install from a requirements.txt next to the notebook.",
+                line,
             )
         if install.conda:
             self._find(
-                Severity.INFO, "conda-install",
+                Severity.INFO,
+                "conda-install",
                 f"Cell {self.cell} line {line}: `{_short(shown)}` names conda packages; the job "
                 "installs them with pip under the same names.",
-                "Check that each package has the same name on PyPI.", line,
+                "Check that each package has the same name on PyPI.",
+                line,
             )
 
     def _shell(self, command: str, line: int, capture: bool, expand: bool = True) -> list[str]:
@@ -1423,32 +1610,41 @@ class _NotebookConverter:
                     installs.append((segment, found))
         if installs:
             for segment, (start, conda) in installs:
-                self._record_install(_parse_install_args(segment[start:], conda),
-                                     "!" + command, line)
+                self._record_install(
+                    _parse_install_args(segment[start:], conda), "!" + command, line
+                )
             if segments and len(installs) < len(segments):
                 self._find(
-                    Severity.WARNING, "pip-combined-command",
+                    Severity.WARNING,
+                    "pip-combined-command",
                     f"Cell {self.cell} line {line}: `!{_short(command)}` mixes a package "
                     "install with other shell commands; the install goes into the image and "
                     "the whole line is left out of the script.",
-                    "Put the other commands on their own `!` line.", line,
+                    "Put the other commands on their own `!` line.",
+                    line,
                 )
             if capture:
                 return ["[]"]
-            return [f"# cloudpromote: !{_short(command)}: not run; the packages are installed "
-                    "into the job's image"]
+            return [
+                f"# cloudpromote: !{_short(command)}: not run; the packages are installed "
+                "into the job's image"
+            ]
         command_code, _ = self._expand(command) if expand else (_py_str(command), False)
         self._use("subprocess")
         self._find(
-            Severity.INFO, "shell-escape",
+            Severity.INFO,
+            "shell-escape",
             f"Cell {self.cell} line {line}: the shell command `{_short(command)}` runs with "
             "/bin/sh in the job; a non-zero exit status fails the job (IPython only printed it).",
             "Make sure the command exists in the job's image and needs no interaction or "
-            "local credentials; or replace it with Python.", line,
+            "local credentials; or replace it with Python.",
+            line,
         )
         if capture:
-            return [f"_cp_subprocess.run({command_code}, shell=True, check=True, "
-                    "stdout=_cp_subprocess.PIPE, text=True).stdout.splitlines()"]
+            return [
+                f"_cp_subprocess.run({command_code}, shell=True, check=True, "
+                "stdout=_cp_subprocess.PIPE, text=True).stdout.splitlines()"
+            ]
         return [f"_cp_subprocess.run({command_code}, shell=True, check=True)"]
 
     # -- cell magics ---------------------------------------------------------------------------
@@ -1463,26 +1659,39 @@ class _NotebookConverter:
             return self._script_cell(name, magic_line, body, shown)
         if name in _SHELL_CELL_MAGICS:
             self._use("subprocess")
-            self._find(Severity.INFO, "shell-escape",
-                       f"Cell {self.cell}: the {shown} cell runs with /bin/sh in the job; a "
-                       "non-zero exit status fails the job.",
-                       "Make sure the commands exist in the job's image.", 1)
-            return [f"# cloudpromote: {shown}: the cell body runs with /bin/sh",
-                    f"_cp_subprocess.run({_block_str(body)}, shell=True, check=True)"]
+            self._find(
+                Severity.INFO,
+                "shell-escape",
+                f"Cell {self.cell}: the {shown} cell runs with /bin/sh in the job; a "
+                "non-zero exit status fails the job.",
+                "Make sure the commands exist in the job's image.",
+                1,
+            )
+            return [
+                f"# cloudpromote: {shown}: the cell body runs with /bin/sh",
+                f"_cp_subprocess.run({_block_str(body)}, shell=True, check=True)",
+            ]
         if name in _DISPLAY_CELL_MAGICS:
-            self._find(Severity.INFO, "magic-dropped",
-                       f"Cell {self.cell}: the {shown} cell only displays content in the "
-                       "notebook; it is left out of the script.",
-                       "Nothing to do unless the job should produce that content as a file.", 1)
+            self._find(
+                Severity.INFO,
+                "magic-dropped",
+                f"Cell {self.cell}: the {shown} cell only displays content in the "
+                "notebook; it is left out of the script.",
+                "Nothing to do unless the job should produce that content as a file.",
+                1,
+            )
             return [f"# cloudpromote: {shown} cell dropped: it only displays content"]
         fix = _UNSUPPORTED_CELL_MAGIC_FIXES.get(
-            name, f"Rewrite the cell in Python (or as a %%bash cell), or tag it {SKIP_TAG} "
-            "if the job does not need it.")
+            name,
+            f"Rewrite the cell in Python (or as a %%bash cell), or tag it {SKIP_TAG} "
+            "if the job does not need it.",
+        )
         raise _CellFailure(
             "unsupported-cell-magic",
             f"Cell {self.cell} uses the %%{name} cell magic, which a plain Python script cannot "
             "run; the cell is commented out.",
-            fix, 1,
+            fix,
+            1,
         )
 
     def _python_cell_magic(self, name: str, magic_line: str, body: str, shown: str) -> list[str]:
@@ -1492,19 +1701,25 @@ class _NotebookConverter:
             words = [word for word in rest.split() if not word.startswith("--")]
             if words:
                 self._find(
-                    Severity.WARNING, "capture-output",
+                    Severity.WARNING,
+                    "capture-output",
                     f"Cell {self.cell}: %%capture {words[0]} stores the cell's output in "
                     f"{words[0]}; the job prints the output to its log and does not define "
                     f"{words[0]}.",
                     f"Remove later uses of {words[0]}, or redirect the output in Python "
-                    "(contextlib.redirect_stdout).", 1,
+                    "(contextlib.redirect_stdout).",
+                    1,
                 )
             rest = ""
         elif name in ("time", "timeit", "prun", "memit"):
-            self._find(Severity.INFO, "timing-magic",
-                       f"Cell {self.cell}: {shown} runs the cell body once in the job, without "
-                       "timing or profiling it.",
-                       "Nothing to do; time the job from its logs if needed.", 1)
+            self._find(
+                Severity.INFO,
+                "timing-magic",
+                f"Cell {self.cell}: {shown} runs the cell body once in the job, without "
+                "timing or profiling it.",
+                "Nothing to do; time the job from its logs if needed.",
+                1,
+            )
         if name in ("timeit", "debug") and rest.strip():
             # %%timeit's line is setup code; %%debug's line is a statement run before the body.
             lines.append(self._convert_source(rest.strip(), 0).rstrip("\n"))
@@ -1521,7 +1736,8 @@ class _NotebookConverter:
             raise _CellFailure(
                 "syntax-error",
                 f"Cell {self.cell}: {shown} needs exactly one file name.",
-                "Write `%%writefile path` on the first line of the cell.", 1,
+                "Write `%%writefile path` on the first line of the cell.",
+                1,
             )
         target = names[0]
         path_code, _ = self._expand(target)
@@ -1538,8 +1754,12 @@ class _NotebookConverter:
     def _script_cell(self, name: str, magic_line: str, body: str, shown: str) -> list[str]:
         words = _split_words(magic_line)
         if words is None:
-            raise _CellFailure("syntax-error", f"Cell {self.cell}: cannot read {shown}.",
-                               "Check the quotes on the magic's line.", 1)
+            raise _CellFailure(
+                "syntax-error",
+                f"Cell {self.cell}: cannot read {shown}.",
+                "Check the quotes on the magic's line.",
+                1,
+            )
         out_var = err_var = None
         check = True
         interpreter: list[str] = []
@@ -1567,22 +1787,34 @@ class _NotebookConverter:
                 interpreter.append(word)
         for var in (out_var, err_var):
             if var is not None and not var.isidentifier():
-                raise _CellFailure("syntax-error", f"Cell {self.cell}: {shown}: {var} is not "
-                                   "a Python name.", "Use a plain variable name.", 1)
+                raise _CellFailure(
+                    "syntax-error",
+                    f"Cell {self.cell}: {shown}: {var} is not a Python name.",
+                    "Use a plain variable name.",
+                    1,
+                )
         if name != "script":
             interpreter = [name, *interpreter]
         if not interpreter:
-            raise _CellFailure("syntax-error", f"Cell {self.cell}: {shown} names no program.",
-                               "Write e.g. `%%script bash` on the cell's first line.", 1)
+            raise _CellFailure(
+                "syntax-error",
+                f"Cell {self.cell}: {shown} names no program.",
+                "Write e.g. `%%script bash` on the cell's first line.",
+                1,
+            )
         if background:
-            self._find(Severity.WARNING, "script-background",
-                       f"Cell {self.cell}: {shown} ran in the background in the notebook; the "
-                       "job runs it to completion before the next cell.",
-                       "Nothing to do unless the job relied on it running alongside later "
-                       "cells.", 1)
+            self._find(
+                Severity.WARNING,
+                "script-background",
+                f"Cell {self.cell}: {shown} ran in the background in the notebook; the "
+                "job runs it to completion before the next cell.",
+                "Nothing to do unless the job relied on it running alongside later cells.",
+                1,
+            )
         self._use("subprocess")
         self._find(
-            Severity.INFO, "shell-escape",
+            Severity.INFO,
+            "shell-escape",
             f"Cell {self.cell}: the {shown} cell runs with {interpreter[0]} in the job"
             + ("; a non-zero exit status fails the job." if check else "."),
             f"Make sure {interpreter[0]} and the commands the cell uses exist in the job's image.",
@@ -1591,10 +1823,12 @@ class _NotebookConverter:
         for install_line in self._install_lines_in_script(body):
             self._record_install(install_line, f"%%{name} cell", 1)
             self._find(
-                Severity.WARNING, "pip-in-shell-cell",
+                Severity.WARNING,
+                "pip-in-shell-cell",
                 f"Cell {self.cell}: the {shown} cell installs packages at run time; they are "
                 "also added to the image's requirements.",
-                "Remove the install line from the cell so the job needs no network for it.", 1,
+                "Remove the install line from the cell so the job needs no network for it.",
+                1,
             )
         keywords = [f"input={_block_str(body)}", "text=True", f"check={check}"]
         if out_var:
@@ -1618,27 +1852,33 @@ class _NotebookConverter:
     def _install_lines_in_script(body: str) -> list[_InstallLine]:
         found = []
         for raw in re.sub(r"\\\n", " ", body).split("\n"):
-            segments = _split_shell_segments(raw.split("#", 1)[0] if raw.lstrip().startswith(
-                "#") else raw) or []
+            segments = (
+                _split_shell_segments(raw.split("#", 1)[0] if raw.lstrip().startswith("#") else raw)
+                or []
+            )
             for segment in segments:
                 start = _pip_words(segment)
                 if start is not None:
-                    found.append(_parse_install_args(segment[start[0]:], start[1]))
+                    found.append(_parse_install_args(segment[start[0] :], start[1]))
         return found
 
     # -- parameters ----------------------------------------------------------------------------
 
     def find_parameters(self) -> None:
-        tagged = [index for index, cell in enumerate(self.nb.cells)
-                  if cell.get("cell_type") == "code"
-                  and PARAMETERS_TAG in (cell.get("metadata", {}).get("tags", []) or [])]
+        tagged = [
+            index
+            for index, cell in enumerate(self.nb.cells)
+            if cell.get("cell_type") == "code"
+            and PARAMETERS_TAG in (cell.get("metadata", {}).get("tags", []) or [])
+        ]
         if not tagged:
             return
         self.parameters_cell = tagged[0]
         self.cell = tagged[0]
         if len(tagged) > 1:
             self._find(
-                Severity.WARNING, "parameters-cells",
+                Severity.WARNING,
+                "parameters-cells",
                 f"Cells {', '.join(map(str, tagged))} are all tagged {PARAMETERS_TAG}; only the "
                 f"first (cell {tagged[0]}) is used, as papermill does.",
                 f"Remove the {PARAMETERS_TAG} tag from the other cells.",
@@ -1652,7 +1892,8 @@ class _NotebookConverter:
         tree = self._parse(source) if source is not None else None
         if tree is None:
             self._find(
-                Severity.WARNING, "parameters-cell",
+                Severity.WARNING,
+                "parameters-cell",
                 f"The parameters cell {self.parameters_cell} is left out of the script or is "
                 "not valid Python, so the notebook has no parameters.",
                 "Make the parameters cell plain assignments such as `epochs = 10`.",
@@ -1688,12 +1929,14 @@ class _NotebookConverter:
         names_tuple = f"({names},)" if len(self.parameters) == 1 else f"({names})"
         self._use("json", "os", "sys")
         self.helpers.add("apply_parameters")
-        return "\n".join([
-            "",
-            "# %% injected parameters (papermill style): the values in the JSON object in",
-            f"# ${PARAMETERS_ENV} replace the defaults above; without it the defaults apply.",
-            f"_cp_apply_parameters({names_tuple}, globals())",
-        ])
+        return "\n".join(
+            [
+                "",
+                "# %% injected parameters (papermill style): the values in the JSON object in",
+                f"# ${PARAMETERS_ENV} replace the defaults above; without it the defaults apply.",
+                f"_cp_apply_parameters({names_tuple}, globals())",
+            ]
+        )
 
     # -- assembly ------------------------------------------------------------------------------
 
@@ -1715,8 +1958,10 @@ class _NotebookConverter:
             lines.extend(_IMPORT_LINES[module] for module in sorted(modules))
         if "subprocess" in modules:
             lines.append("")
-            lines.append("# Shell commands write straight to the log: flush Python's own output "
-                         "line by line so the two keep their order.")
+            lines.append(
+                "# Shell commands write straight to the log: flush Python's own output "
+                "line by line so the two keep their order."
+            )
             lines.append('if hasattr(_cp_sys.stdout, "reconfigure"):')
             lines.append("    _cp_sys.stdout.reconfigure(line_buffering=True)")
         for helper in sorted(self.helpers):
@@ -1736,8 +1981,19 @@ def _is_primary(expression: str) -> bool:
         node = ast.parse(expression, mode="eval").body
     except SyntaxError:
         return False
-    return isinstance(node, (ast.Call, ast.Attribute, ast.Name, ast.Subscript, ast.Constant,
-                             ast.List, ast.Dict, ast.Set)) and not expression.startswith("-")
+    return isinstance(
+        node,
+        (
+            ast.Call,
+            ast.Attribute,
+            ast.Name,
+            ast.Subscript,
+            ast.Constant,
+            ast.List,
+            ast.Dict,
+            ast.Set,
+        ),
+    ) and not expression.startswith("-")
 
 
 def _literal_type(value: Any) -> str:
@@ -1796,8 +2052,9 @@ class CloudPromotePreprocessor(Preprocessor):
         super().__init__(**kwargs)
         self.converter = converter
 
-    def preprocess(self, nb: nbformat.NotebookNode,
-                   resources: dict[str, Any]) -> tuple[nbformat.NotebookNode, dict[str, Any]]:
+    def preprocess(
+        self, nb: nbformat.NotebookNode, resources: dict[str, Any]
+    ) -> tuple[nbformat.NotebookNode, dict[str, Any]]:
         converter = self.converter
         converter.prepass()
         converter.find_parameters()
@@ -1818,8 +2075,12 @@ class CloudPromotePreprocessor(Preprocessor):
 
 
 def _export(nb: nbformat.NotebookNode, converter: _NotebookConverter) -> str:
-    exporter = PythonExporter(raw_template=_SCRIPT_TEMPLATE, exclude_markdown=True,
-                              exclude_raw=True, exclude_input_prompt=True)
+    exporter = PythonExporter(
+        raw_template=_SCRIPT_TEMPLATE,
+        exclude_markdown=True,
+        exclude_raw=True,
+        exclude_input_prompt=True,
+    )
     exporter.register_preprocessor(CloudPromotePreprocessor(converter), enabled=True)
     body, _ = exporter.from_notebook_node(copy.deepcopy(nb), resources={})
     # Cell texts start with a newline and the preamble ends with one: two blank lines between.
@@ -1865,7 +2126,8 @@ def _ensure_compiles(script: str, converter: _NotebookConverter, notebook_name: 
             match = re.match(r"# %% cell (\d+)", lines[start])
             converter.cell = int(match.group(1)) if match else 0
             converter._find(
-                Severity.ERROR, "syntax-error",
+                Severity.ERROR,
+                "syntax-error",
                 f"Cell {converter.cell} broke the generated script ({exc}); it is commented out.",
                 "Report this to jupyter-cloudpromote with the cell's code; meanwhile tag the "
                 f"cell {SKIP_TAG}.",

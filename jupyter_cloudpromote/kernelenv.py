@@ -197,8 +197,7 @@ def _interpreter_of_kernel(kernel_name: str) -> str:
     if not spec.argv:
         raise KernelNotFoundError(
             f"Kernel '{kernel_name}' has an empty argv in {spec.resource_dir}/kernel.json.",
-            "Reinstall it with `python -m ipykernel install --user --name "
-            f"{kernel_name}`.",
+            f"Reinstall it with `python -m ipykernel install --user --name {kernel_name}`.",
         )
     return _resolve_interpreter(spec.argv[0], kernel_name)
 

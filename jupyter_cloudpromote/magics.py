@@ -94,26 +94,34 @@ def submit_parser() -> argparse.ArgumentParser:
     """The options of %cloud_submit: the CLI's `submit` options, with --notebook optional."""
     parser = _Parser(prog="cloud_submit", description="Submit this notebook as a batch job.")
     parser.add_argument("--backend", help="profile name or backend kind (default: configured)")
-    parser.add_argument("--option", action="append", metavar="KEY=VALUE",
-                        help="override one profile setting")
+    parser.add_argument(
+        "--option", action="append", metavar="KEY=VALUE", help="override one profile setting"
+    )
     parser.add_argument("--base-image", help="base image for container builds")
-    parser.add_argument("--param", action="append", metavar="NAME=VALUE",
-                        help="override a parameters-cell value")
+    parser.add_argument(
+        "--param", action="append", metavar="NAME=VALUE", help="override a parameters-cell value"
+    )
     parser.add_argument("--cpus", type=float, help="CPUs for the job")
     parser.add_argument("--memory", help="memory limit, e.g. 4G or 512M")
     parser.add_argument("--gpus", type=int, default=0, help="GPUs for the job")
     parser.add_argument("--time", dest="time_limit", help="time limit, e.g. 30m, 2h, 1:30:00")
-    parser.add_argument("--include", action="append", metavar="PATH",
-                        help="file or folder beside the notebook")
+    parser.add_argument(
+        "--include", action="append", metavar="PATH", help="file or folder beside the notebook"
+    )
     parser.add_argument("--kernel", help="kernel whose environment pins the requirements")
-    parser.add_argument("--env", action="append", metavar="NAME=VALUE",
-                        help="environment variable for the job")
+    parser.add_argument(
+        "--env", action="append", metavar="NAME=VALUE", help="environment variable for the job"
+    )
     parser.add_argument("--force", action="store_true", help="submit despite error findings")
-    parser.add_argument("--wait", action="store_true",
-                        help="block until the job ends, then print its final status")
+    parser.add_argument(
+        "--wait", action="store_true", help="block until the job ends, then print its final status"
+    )
     parser.add_argument("--notebook", help="the .ipynb to submit (default: this kernel's)")
-    parser.add_argument("--display", choices=("auto", "widget", "text"),
-                        help=f"status display (default: ${DISPLAY_ENV} or auto)")
+    parser.add_argument(
+        "--display",
+        choices=("auto", "widget", "text"),
+        help=f"status display (default: ${DISPLAY_ENV} or auto)",
+    )
     return parser
 
 
@@ -150,8 +158,9 @@ def find_notebook(
         path = Path(explicit).expanduser()
         path = path if path.is_absolute() else cwd / path
         if not path.is_file():
-            raise NotebookError(f"Notebook {explicit!r} not found (looked at {path}).",
-                                _NOT_FOUND_FIX)
+            raise NotebookError(
+                f"Notebook {explicit!r} not found (looked at {path}).", _NOT_FOUND_FIX
+            )
         return path.resolve(), False
     session = str(user_ns.get("__session__") or environ.get(SESSION_ENV) or "")
     if not session:
@@ -162,8 +171,9 @@ def find_notebook(
             _NOT_FOUND_FIX,
         )
     if not session.endswith(".ipynb"):
-        raise NotebookError(f"This kernel belongs to {session!r}, not to a notebook.",
-                            _NOT_FOUND_FIX)
+        raise NotebookError(
+            f"This kernel belongs to {session!r}, not to a notebook.", _NOT_FOUND_FIX
+        )
     given = Path(session).expanduser()
     candidates = [given] if given.is_absolute() else [cwd / given, cwd / given.name]
     for candidate in candidates:
@@ -221,7 +231,7 @@ def _current_cell(shell: Any) -> tuple[str, str | None]:
 
 
 def choose_display(shell: Any, requested: str | None, environ: Mapping[str, str]) -> str:
-    """"widget" or "text".
+    """ "widget" or "text".
 
     Widgets need ipywidgets, a kernel (not terminal IPython) and a frontend that renders them.
     No protocol message says whether a frontend renders widgets; interactive notebook
@@ -321,8 +331,10 @@ class CloudPromoteMagics(Magics):
                 assert monitor.view is not None
                 final = monitor.view
                 if submitted is not None and not final.terminal:
-                    print(f"job {final.job_id}: {final.status}. Follow it with "
-                          f"%cloud_status {final.job_id} or %cloud_logs {final.job_id}.")
+                    print(
+                        f"job {final.job_id}: {final.status}. Follow it with "
+                        f"%cloud_status {final.job_id} or %cloud_logs {final.job_id}."
+                    )
                     return
         self._finish(final, monitor.refusal)
 

@@ -313,9 +313,7 @@ def _local_module_path(notebook_dir: Path, name: str) -> str | None:
     if single.is_file():
         return single.name
     package = notebook_dir / name
-    if package.is_dir() and (
-        (package / "__init__.py").is_file() or any(package.glob("*.py"))
-    ):
+    if package.is_dir() and ((package / "__init__.py").is_file() or any(package.glob("*.py"))):
         return name
     for extension in notebook_dir.glob(f"{name}.*.so"):
         return extension.name
@@ -627,9 +625,7 @@ def _read_files_beside(notebook_dir: Path) -> _FileEntries:
     requirements_txt = notebook_dir / "requirements.txt"
     if requirements_txt.is_file():
         entries.files.append("requirements.txt")
-        _read_requirements_txt(
-            requirements_txt, notebook_dir, entries, "requirements.txt", set()
-        )
+        _read_requirements_txt(requirements_txt, notebook_dir, entries, "requirements.txt", set())
     for name in ("environment.yml", "environment.yaml"):
         if (notebook_dir / name).is_file():
             entries.files.append(name)
@@ -848,7 +844,7 @@ def _requirement_for(
                 "import-no-distribution",
                 f"{mapping.display} is {how} ({_where(use)}) but exists only in "
                 f"{mapping.detail}; no package provides it, so the job will not have it.",
-                f"Guard it (`if \"{mapping.display}\" in sys.modules` or try/except "
+                f'Guard it (`if "{mapping.display}" in sys.modules` or try/except '
                 "ImportError), or tag its cell `skip-job`.",
                 cell=use.cell,
                 line=use.line,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import CloudPromoteError, ConfigError
+from .errors import ConfigError
 from .models import Resources
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -26,9 +26,7 @@ def parse_memory_bytes(text: str) -> int:
     """'4G', '512M', '4GiB', '1.5g', '1048576' (bytes) -> bytes. Units are binary (1024)."""
     match = _MEMORY.match(text)
     if not match or float(match.group(1)) <= 0:
-        raise CloudPromoteError(
-            f"Memory {text!r} is not a size.", "Write it like 512M, 4G or 16GiB."
-        )
+        raise ConfigError(f"Memory {text!r} is not a size.", "Write it like 512M, 4G or 16GiB.")
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
@@ -62,12 +60,24 @@ def parse_duration_seconds(text: str) -> float:
     return seconds
 
 
+def format_duration(seconds: float) -> str:
+    """The shortest exact form of a duration: 90 -> '90s', 600 -> '10m', 7200 -> '2h'."""
+    whole = int(seconds)
+    if whole != seconds or whole < 60:
+        return f"{seconds:g}s"
+    if whole % 3600 == 0:
+        return f"{whole // 3600}h"
+    if whole % 60 == 0:
+        return f"{whole // 60}m"
+    return f"{whole}s"
+
+
 def validate_resources(resources: Resources) -> Resources:
     """Raise CloudPromoteError naming the bad value; returns the resources unchanged."""
     if resources.cpus is not None and not resources.cpus > 0:
-        raise CloudPromoteError(f"--cpus {resources.cpus} must be above 0.", "Try --cpus 2.")
+        raise ConfigError(f"--cpus {resources.cpus} must be above 0.", "Try --cpus 2.")
     if resources.gpus < 0:
-        raise CloudPromoteError(f"--gpus {resources.gpus} cannot be negative.", "Try --gpus 1.")
+        raise ConfigError(f"--gpus {resources.gpus} cannot be negative.", "Try --gpus 1.")
     if resources.memory is not None:
         parse_memory_bytes(resources.memory)
     if resources.time_limit is not None:

@@ -13,9 +13,36 @@ import builtins
 import os
 import runpy
 import sys
+import threading
 import traceback
 
 OUTPUT_DIR_ENV = "CLOUDPROMOTE_OUTPUT_DIR"
+TIME_LIMIT_ENV = "CLOUDPROMOTE_TIME_LIMIT"  # seconds; for backends with no limit of their own
+TIME_LIMIT_EXIT_CODE = 124  # what coreutils' timeout uses, so the reason can be recognised
+
+
+def _start_time_limit() -> None:
+    """Stop the whole job once its time limit passes, whatever the script is doing."""
+    raw = os.environ.get(TIME_LIMIT_ENV, "")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return
+    if seconds <= 0:
+        return
+
+    def expire() -> None:
+        sys.stdout.flush()
+        print(
+            f"[cloudpromote] the job hit its time limit of {seconds:g}s and was stopped",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(TIME_LIMIT_EXIT_CODE)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
 
 
 def _display(*objs: object, **_kwargs: object) -> None:
@@ -43,6 +70,7 @@ def main(argv: list[str]) -> int:
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
     _install_display()
+    _start_time_limit()
     sys.argv = [script]
     sys.path.insert(0, os.path.dirname(script))
     with open(script, encoding="utf-8") as handle:

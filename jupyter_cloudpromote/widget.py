@@ -242,9 +242,13 @@ def job_view(snapshot: JobSnapshot, tail: int = LOG_TAIL_LINES) -> JobView:
     state = record.state if record is not None else None
     stage = stage_for(state)
     outcome = state.value if state is not None and state.terminal else "active"
-    stopped_at = _failed_stage(record) if record is not None and state is not None and (
-        state in (JobState.FAILED, JobState.CANCELLED)
-    ) else None
+    stopped_at = (
+        _failed_stage(record)
+        if record is not None
+        and state is not None
+        and (state in (JobState.FAILED, JobState.CANCELLED))
+        else None
+    )
     visited = (
         frozenset(stage_for(step.state) for step in record.history)
         if record is not None and record.history
@@ -255,8 +259,10 @@ def job_view(snapshot: JobSnapshot, tail: int = LOG_TAIL_LINES) -> JobView:
     else:
         end = record.updated if record.state.terminal else snapshot.now
         elapsed = end - record.created
-    progress = len(STAGES) if outcome == "succeeded" else (
-        stopped_at.position if stopped_at is not None else stage.position
+    progress = (
+        len(STAGES)
+        if outcome == "succeeded"
+        else (stopped_at.position if stopped_at is not None else stage.position)
     )
     cancelling = state is JobState.CANCELLING or snapshot.cancel_requested
     reason = ""

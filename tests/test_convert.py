@@ -39,8 +39,11 @@ def notebook(*cells: Cell, markdown: tuple[int, ...] = ()) -> nbformat.NotebookN
     nb = nbformat.v4.new_notebook()
     for index, cell in enumerate(cells):
         source, tags = (cell, []) if isinstance(cell, str) else cell
-        new = (nbformat.v4.new_markdown_cell(source) if index in markdown
-               else nbformat.v4.new_code_cell(source))
+        new = (
+            nbformat.v4.new_markdown_cell(source)
+            if index in markdown
+            else nbformat.v4.new_code_cell(source)
+        )
         if tags:
             new.metadata["tags"] = tags
         nb.cells.append(new)
@@ -53,8 +56,9 @@ def convert(*cells: Cell, markdown: tuple[int, ...] = ()) -> ConvertedNotebook:
     return converted
 
 
-def run(converted: ConvertedNotebook, folder: Path,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    converted: ConvertedNotebook, folder: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the script in its own folder: plain Python, or through the job runner (which
     provides an IPython shell) when the script still calls get_ipython()."""
     script = folder / "script.py"
@@ -66,7 +70,11 @@ def run(converted: ConvertedNotebook, folder: Path,
         command = [sys.executable, runner.__file__, str(script)]
     return subprocess.run(
         command,
-        cwd=folder, env=full_env, capture_output=True, text=True, timeout=60,
+        cwd=folder,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -217,7 +225,8 @@ def test_cd_magic_changes_directory(tmp_path: Path) -> None:
 
 def test_run_magic_uses_runpy_with_argv_and_records_the_file(tmp_path: Path) -> None:
     (tmp_path / "helper.py").write_text(
-        "import sys\nprint('argv', sys.argv[1:])\nANSWER = 42\n", encoding="utf-8")
+        "import sys\nprint('argv', sys.argv[1:])\nANSWER = 42\n", encoding="utf-8"
+    )
     converted = convert("%run helper.py a 'b c'", "import sys\nprint(ANSWER, len(sys.argv))")
     assert converted.referenced_files == ["helper.py"]
     assert "_cp_run_script(" in converted.script and "_cp_runpy.run_path" in converted.script
@@ -248,7 +257,13 @@ def test_install_lines_become_requirements_and_are_not_run(tmp_path: Path) -> No
         "print('no install ran')",
     )
     assert converted.pip_requirements == [
-        "numpy==1.26.4", "pandas[excel]>=2", "requests", "rich", "httpx", "attrs<24", "tomli",
+        "numpy==1.26.4",
+        "pandas[excel]>=2",
+        "requests",
+        "rich",
+        "httpx",
+        "attrs<24",
+        "tomli",
         "zstandard==0.22",
     ]
     assert "requirements.txt" in converted.referenced_files
@@ -260,8 +275,9 @@ def test_install_lines_become_requirements_and_are_not_run(tmp_path: Path) -> No
 
 
 def test_install_with_variables_keeps_literal_names_and_warns() -> None:
-    converted = convert("VERSION = '3.5'\nFLAG = '--user'",
-                        "!pip install pyspark==$VERSION geopandas $FLAG")
+    converted = convert(
+        "VERSION = '3.5'\nFLAG = '--user'", "!pip install pyspark==$VERSION geopandas $FLAG"
+    )
     assert converted.pip_requirements == ["pyspark", "geopandas"]
     found = finding(converted, "pip-variable")
     assert "$VERSION" in found.message and "$FLAG" in found.message
@@ -310,12 +326,15 @@ def test_shell_assignment_captures_output_lines(tmp_path: Path) -> None:
 
 
 def test_helper_imports_are_private_and_emitted_once(tmp_path: Path) -> None:
-    converted = convert("subprocess = 'mine'\nos = 'also mine'\n!echo one",
-                        "!echo two\n%env CP_X=1\nprint(subprocess, os)")
+    converted = convert(
+        "subprocess = 'mine'\nos = 'also mine'\n!echo one",
+        "!echo two\n%env CP_X=1\nprint(subprocess, os)",
+    )
     assert converted.script.count("import subprocess as _cp_subprocess") == 1
     assert converted.script.count("import os as _cp_os") == 1
     assert converted.script.index("import subprocess as _cp_subprocess") < converted.script.index(
-        "# %% cell 0")
+        "# %% cell 0"
+    )
     assert run(converted, tmp_path).stdout == "one\ntwo\nmine also mine\n"
 
 
@@ -331,7 +350,8 @@ def test_python_cell_magics_run_their_body(tmp_path: Path) -> None:
     )
     assert "get_ipython" not in converted.script
     assert run(converted, tmp_path).stdout == (
-        "in-time\ncaptured in the notebook, logged in the job\n1 10 11\n")
+        "in-time\ncaptured in the notebook, logged in the job\n1 10 11\n"
+    )
 
 
 def test_writefile_writes_and_appends_and_is_not_python(tmp_path: Path) -> None:
@@ -348,8 +368,12 @@ def test_writefile_writes_and_appends_and_is_not_python(tmp_path: Path) -> None:
 
 
 def test_bash_cell_runs_and_fails_the_job_on_error(tmp_path: Path) -> None:
-    converted = convert("%%bash\necho from-bash $((1 + 2))", "%%script sh\necho from-sh",
-                        "%%bash --out captured\necho quiet", "print('captured', captured)")
+    converted = convert(
+        "%%bash\necho from-bash $((1 + 2))",
+        "%%script sh\necho from-sh",
+        "%%bash --out captured\necho quiet",
+        "print('captured', captured)",
+    )
     result = run(converted, tmp_path)
     assert result.stdout == "from-bash 3\nfrom-sh\ncaptured quiet\n\n"
     failing = convert("%%bash\nexit 3", "print('not reached')")
@@ -358,8 +382,14 @@ def test_bash_cell_runs_and_fails_the_job_on_error(tmp_path: Path) -> None:
 
 
 def test_display_cell_magics_are_dropped(tmp_path: Path) -> None:
-    converted = convert("%%html\n<b>hi</b>", "%%javascript\nalert(1)", "%%markdown\n# x",
-                        "%%latex\n$x$", "%%svg\n<svg/>", "print('ok')")
+    converted = convert(
+        "%%html\n<b>hi</b>",
+        "%%javascript\nalert(1)",
+        "%%markdown\n# x",
+        "%%latex\n$x$",
+        "%%svg\n<svg/>",
+        "print('ok')",
+    )
     assert "<b>hi</b>" not in converted.script and "alert" not in converted.script
     assert run(converted, tmp_path).stdout == "ok\n"
 
@@ -391,7 +421,8 @@ def test_get_ipython_in_user_code_needs_ipython(tmp_path: Path) -> None:
 
 def test_help_lines_are_dropped(tmp_path: Path) -> None:
     converted, report = convert_notebook_with_report(
-        notebook("len?\nimport os\nos.path??\nprint('ok')"))
+        notebook("len?\nimport os\nos.path??\nprint('ok')")
+    )
     assert "pinfo" not in converted.script and report.help_lines == 2
     assert "# cloudpromote: help request dropped: os.path??" in converted.script
     assert "pinfo" not in report.magics
@@ -415,8 +446,12 @@ def test_automagic_name_bound_by_the_notebook_stays_python(tmp_path: Path) -> No
 
 
 def test_cloud_magic_cell_is_left_out(tmp_path: Path) -> None:
-    converted = convert("x = 1", "print('submitting')\n%cloud_submit --backend local",
-                        "%%cloud_options\ncpus=2", "print(x)")
+    converted = convert(
+        "x = 1",
+        "print('submitting')\n%cloud_submit --backend local",
+        "%%cloud_options\ncpus=2",
+        "print(x)",
+    )
     assert "submitting" not in converted.script and "cpus" not in converted.script
     assert set(converted.cell_sources) == {0, 3}
     assert run(converted, tmp_path).stdout == "1\n"
@@ -480,8 +515,10 @@ def test_script_compiles_whatever_the_cell(source: str) -> None:
 
 
 def test_future_import_moves_to_the_top(tmp_path: Path) -> None:
-    converted = convert("!echo start", "from __future__ import annotations\ndef f(x: Undefined): "
-                        "return 1\nprint(f(1))")
+    converted = convert(
+        "!echo start",
+        "from __future__ import annotations\ndef f(x: Undefined): return 1\nprint(f(1))",
+    )
     lines = converted.script.split("\n")
     assert lines.index("from __future__ import annotations") < lines.index("# %% cell 0")
     assert run(converted, tmp_path).stdout == "start\n1\n"
@@ -503,11 +540,23 @@ def test_parameters_are_extracted_with_types() -> None:
     assert converted.parameters_cell == 1
     by_name = {p.name: p for p in converted.parameters}
     assert [p.name for p in converted.parameters] == [
-        "epochs", "rate", "verbose", "name", "layers", "options", "seed", "data_dir", "batch",
-        "shape"]
+        "epochs",
+        "rate",
+        "verbose",
+        "name",
+        "layers",
+        "options",
+        "seed",
+        "data_dir",
+        "batch",
+        "shape",
+    ]
     assert (by_name["epochs"].type, by_name["epochs"].default) == ("int", 10)
     assert (by_name["rate"].type, by_name["verbose"].type, by_name["name"].type) == (
-        "float", "bool", "str")
+        "float",
+        "bool",
+        "str",
+    )
     assert (by_name["layers"].type, by_name["layers"].default) == ("list", [64, 32])
     assert (by_name["options"].type, by_name["seed"].type) == ("dict", "none")
     assert by_name["data_dir"] == Parameter("data_dir", None, "os.path.join('a', 'b')", "any")
@@ -526,8 +575,11 @@ def test_parameters_override_through_the_environment(tmp_path: Path) -> None:
 def test_parameters_code_follows_the_parameters_cell() -> None:
     converted = convert("import os", ("alpha = 1", ["parameters"]), "print(alpha)")
     script = converted.script
-    cell, injected, after = (script.index("# %% cell 1"), script.index("# %% injected parameters"),
-                             script.index("# %% cell 2"))
+    cell, injected, after = (
+        script.index("# %% cell 1"),
+        script.index("# %% injected parameters"),
+        script.index("# %% cell 2"),
+    )
     assert cell < injected < after
     assert '_cp_apply_parameters(("alpha",), globals())' in script
     assert "_cp_apply_parameters" not in converted.cell_sources[1]
@@ -543,21 +595,35 @@ def test_no_parameters_cell_means_no_injection() -> None:
 
 
 def test_cell_sources_hold_python_for_every_converted_code_cell() -> None:
-    converted = convert("# md", "%matplotlib inline\nimport numpy", ("x = 1", ["skip-job"]),
-                        "!ls\nimport pandas", "", markdown=(0,))
+    converted = convert(
+        "# md",
+        "%matplotlib inline\nimport numpy",
+        ("x = 1", ["skip-job"]),
+        "!ls\nimport pandas",
+        "",
+        markdown=(0,),
+    )
     assert set(converted.cell_sources) == {1, 3, 4}
     for source in converted.cell_sources.values():
         ast.parse(source)
-    imports = [node.names[0].name for source in converted.cell_sources.values()
-               for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import)]
+    imports = [
+        node.names[0].name
+        for source in converted.cell_sources.values()
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import)
+    ]
     assert imports == ["numpy", "pandas"]
 
 
 def test_conversion_is_deterministic(tmp_path: Path) -> None:
     cells: list[Cell] = [
-        "%matplotlib inline\nimport os", ("a = 1\nb = 'x'", ["parameters"]),
-        "%pip install z y x\n!echo {a}", "%%writefile f.txt\nbody", "%env K=V\n%cd /tmp",
-        "%%bigquery\nSELECT 1", "value = await f()",
+        "%matplotlib inline\nimport os",
+        ("a = 1\nb = 'x'", ["parameters"]),
+        "%pip install z y x\n!echo {a}",
+        "%%writefile f.txt\nbody",
+        "%env K=V\n%cd /tmp",
+        "%%bigquery\nSELECT 1",
+        "value = await f()",
     ]
     path = make_notebook(tmp_path / "nb.ipynb", cells)
     first = convert_notebook(read_notebook(path), "nb.ipynb")
@@ -569,8 +635,14 @@ def test_conversion_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_input_notebook_is_not_modified() -> None:
-    nb = notebook("%matplotlib inline\n!echo hi", ("a = 1", ["parameters"]), "x = await g()",
-                  ("skip me", ["skip-job"]), "# md", markdown=(4,))
+    nb = notebook(
+        "%matplotlib inline\n!echo hi",
+        ("a = 1", ["parameters"]),
+        "x = await g()",
+        ("skip me", ["skip-job"]),
+        "# md",
+        markdown=(4,),
+    )
     nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="hi\n")]
     nb.cells[0].execution_count = 3
     before = copy.deepcopy(nb)
@@ -582,20 +654,41 @@ def test_input_notebook_is_not_modified() -> None:
 
 
 PARAMS = [
-    Parameter("epochs", 10, "10", "int"), Parameter("rate", 0.5, "0.5", "float"),
-    Parameter("verbose", False, "False", "bool"), Parameter("name", "a", "'a'", "str"),
-    Parameter("layers", [1], "[1]", "list"), Parameter("opts", {}, "{}", "dict"),
-    Parameter("seed", None, "None", "none"), Parameter("path", None, "os.getcwd()", "any"),
+    Parameter("epochs", 10, "10", "int"),
+    Parameter("rate", 0.5, "0.5", "float"),
+    Parameter("verbose", False, "False", "bool"),
+    Parameter("name", "a", "'a'", "str"),
+    Parameter("layers", [1], "[1]", "list"),
+    Parameter("opts", {}, "{}", "dict"),
+    Parameter("seed", None, "None", "none"),
+    Parameter("path", None, "os.getcwd()", "any"),
 ]
 
 
 def test_coerce_parameters_types_values() -> None:
-    values = coerce_parameters(PARAMS, {
-        "epochs": "3", "rate": "2", "verbose": "YES", "name": " spaced ", "layers": "[1, 2]",
-        "opts": '{"k": true}', "seed": "42", "path": "/data/x",
-    })
-    assert values == {"epochs": 3, "rate": 2.0, "verbose": True, "name": " spaced ",
-                      "layers": [1, 2], "opts": {"k": True}, "seed": 42, "path": "/data/x"}
+    values = coerce_parameters(
+        PARAMS,
+        {
+            "epochs": "3",
+            "rate": "2",
+            "verbose": "YES",
+            "name": " spaced ",
+            "layers": "[1, 2]",
+            "opts": '{"k": true}',
+            "seed": "42",
+            "path": "/data/x",
+        },
+    )
+    assert values == {
+        "epochs": 3,
+        "rate": 2.0,
+        "verbose": True,
+        "name": " spaced ",
+        "layers": [1, 2],
+        "opts": {"k": True},
+        "seed": 42,
+        "path": "/data/x",
+    }
     assert isinstance(values["rate"], float)
     json.dumps(values)
     for word, expected in [("true", True), ("0", False), ("No", False), ("1", True)]:
@@ -604,9 +697,15 @@ def test_coerce_parameters_types_values() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
-    [("epochs", "3.5", "integer"), ("rate", "fast", "number"), ("rate", "nan", "number"),
-     ("verbose", "maybe", "true or false"), ("layers", '{"a": 1}', "JSON list"),
-     ("opts", "[1]", "JSON object"), ("layers", "[1,", "JSON list")],
+    [
+        ("epochs", "3.5", "integer"),
+        ("rate", "fast", "number"),
+        ("rate", "nan", "number"),
+        ("verbose", "maybe", "true or false"),
+        ("layers", '{"a": 1}', "JSON list"),
+        ("opts", "[1]", "JSON object"),
+        ("layers", "[1,", "JSON list"),
+    ],
 )
 def test_coerce_parameters_rejects_wrong_types(name: str, value: str, expected: str) -> None:
     with pytest.raises(ParameterError) as error:

@@ -72,8 +72,10 @@ def test_detected_magics_agree_with_labels(
         exact += found == expected
     precision = true_positive / (true_positive + false_positive)
     recall = true_positive / (true_positive + false_negative)
-    print(f"magics: {true_positive} agreed, {false_positive} extra, {false_negative} missed; "
-          f"precision {precision:.3f}, recall {recall:.3f}; {exact}/{len(labels)} notebooks exact")
+    print(
+        f"magics: {true_positive} agreed, {false_positive} extra, {false_negative} missed; "
+        f"precision {precision:.3f}, recall {recall:.3f}; {exact}/{len(labels)} notebooks exact"
+    )
     assert precision >= 0.95 and recall >= 0.95
     assert exact >= 0.9 * len(labels)
 
@@ -82,12 +84,18 @@ def test_shell_escape_counts_agree_with_labels(
     corpus_dir: Path, converted_corpus: dict[str, tuple[ConvertedNotebook, ConversionReport]]
 ) -> None:
     labels = _load(corpus_dir)
-    escapes = sum(report.shell_escapes == labels[name]["shell_escapes"]
-                  for name, (_, report) in converted_corpus.items())
-    assignments = sum(report.shell_assignments == labels[name]["shell_assignments"]
-                      for name, (_, report) in converted_corpus.items())
-    print(f"shell escapes: {escapes}/{len(labels)} notebooks exact; "
-          f"shell assignments: {assignments}/{len(labels)} exact")
+    escapes = sum(
+        report.shell_escapes == labels[name]["shell_escapes"]
+        for name, (_, report) in converted_corpus.items()
+    )
+    assignments = sum(
+        report.shell_assignments == labels[name]["shell_assignments"]
+        for name, (_, report) in converted_corpus.items()
+    )
+    print(
+        f"shell escapes: {escapes}/{len(labels)} notebooks exact; "
+        f"shell assignments: {assignments}/{len(labels)} exact"
+    )
     assert escapes >= 0.9 * len(labels) and assignments >= 0.9 * len(labels)
 
 
@@ -104,8 +112,9 @@ def test_pip_requirements_agree_with_labels(
         found = {_requirement_name(spec) for spec in converted.pip_requirements}
         exact += found == set(labels[name]["pip_lines"])
         # A pip line is never run by the script: it is an image requirement instead.
-        assert not re.search(r"_cp_subprocess\.run\(f?[\"'](\s*sudo)?\s*(pip3?|python3? -m pip) ",
-                             converted.script), name
+        assert not re.search(
+            r"_cp_subprocess\.run\(f?[\"'](\s*sudo)?\s*(pip3?|python3? -m pip) ", converted.script
+        ), name
     print(f"pip requirements: {exact}/{compared} notebooks without variables match exactly")
     assert compared >= 35
     assert exact >= 0.95 * compared
@@ -118,6 +127,12 @@ def test_standard_library_corpus_notebook_runs(corpus_dir: Path, tmp_path: Path)
     converted, _ = convert_notebook_with_report(nb, name)
     script = tmp_path / "script.py"
     script.write_text(converted.script, encoding="utf-8")
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300, env=dict(os.environ))
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
     assert result.returncode == 0, result.stderr

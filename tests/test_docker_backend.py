@@ -242,6 +242,18 @@ def test_cancel_stops_a_sleeping_job(jobs: Jobs, backend: DockerBackend) -> None
 
 @pytest.mark.docker
 @pytest.mark.slow
+def test_time_limit_stops_the_job_with_a_time_limit_reason(
+    jobs: Jobs, backend: DockerBackend
+) -> None:
+    _, backend_id, job_dir = jobs.submit(backend, "sleep", Resources(time_limit="3s"))
+    status = wait_for(backend, backend_id, job_dir, {JobState.SUCCEEDED, JobState.FAILED})
+    assert status.state is JobState.FAILED
+    assert status.exit_code == 124
+    assert "hit its time limit of 3s" in status.reason
+
+
+@pytest.mark.docker
+@pytest.mark.slow
 def test_out_of_memory_is_named(jobs: Jobs, backend: DockerBackend) -> None:
     _, backend_id, job_dir = jobs.submit(backend, "oom", Resources(memory="64M"))
     status = wait_for(backend, backend_id, job_dir, {JobState.SUCCEEDED, JobState.FAILED})

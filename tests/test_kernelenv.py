@@ -18,9 +18,7 @@ from jupyter_cloudpromote.errors import KernelNotFoundError
 from jupyter_cloudpromote.kernelenv import find_kernel_environment, kernel_name_of
 
 
-def _install_kernelspec(
-    data_dir: Path, name: str, argv0: str, language: str = "python"
-) -> Path:
+def _install_kernelspec(data_dir: Path, name: str, argv0: str, language: str = "python") -> Path:
     spec_dir = data_dir / "kernels" / name
     spec_dir.mkdir(parents=True)
     spec = {

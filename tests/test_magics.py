@@ -110,10 +110,17 @@ def test_submit_options_mirror_the_cli() -> None:
         "--include data --env K=V --option partition=x --notebook n.ipynb --wait --force".split()
     )
     assert (args.backend, args.param, args.cpus, args.memory, args.gpus) == (
-        "b", ["a=1", "b=2"], 2.0, "1G", 1
+        "b",
+        ["a=1", "b=2"],
+        2.0,
+        "1G",
+        1,
     )
     assert (args.time_limit, args.include, args.env, args.option) == (
-        "2h", ["data"], ["K=V"], ["partition=x"]
+        "2h",
+        ["data"],
+        ["K=V"],
+        ["partition=x"],
     )
     assert args.notebook == "n.ipynb" and args.wait and args.force
     with pytest.raises(CloudPromoteError) as error:
@@ -340,8 +347,14 @@ class LabLikeKernel:
     def execute(self, code: str, cell_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         msg = self.kc.session.msg(
             "execute_request",
-            {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-             "allow_stdin": False, "stop_on_error": True},
+            {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
             metadata={"cellId": cell_id},
         )
         self.kc.shell_channel.send(msg)

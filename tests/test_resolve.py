@@ -165,8 +165,10 @@ def test_find_imports_inside_python_cell_magic_bodies() -> None:
 
 def test_installed_imports_are_pinned_to_the_kernel(tmp_path: Path) -> None:
     lines, findings = resolve(
-        ["import numpy as np\nimport os, sys\nfrom __future__ import annotations\n",
-         "from sklearn.model_selection import train_test_split\nimport yaml\nimport attr"],
+        [
+            "import numpy as np\nimport os, sys\nfrom __future__ import annotations\n",
+            "from sklearn.model_selection import train_test_split\nimport yaml\nimport attr",
+        ],
         tmp_path,
     )
     assert lines == [
@@ -204,8 +206,10 @@ def test_several_providers_prefer_the_matching_name(tmp_path: Path) -> None:
 
 def test_not_installed_import_uses_table_unpinned_with_warning(tmp_path: Path) -> None:
     lines, findings = resolve(
-        ["from google.cloud import aiplatform\nimport vertexai\nfrom PIL import Image\n"
-         "import mpl_toolkits.mplot3d\nimport tf_keras"],
+        [
+            "from google.cloud import aiplatform\nimport vertexai\nfrom PIL import Image\n"
+            "import mpl_toolkits.mplot3d\nimport tf_keras"
+        ],
         tmp_path,
     )
     assert lines == ["google-cloud-aiplatform", "matplotlib", "pillow", "tf-keras"]
@@ -245,14 +249,14 @@ def test_hosted_only_import_is_a_warning_not_a_requirement(tmp_path: Path) -> No
 
 def test_optional_import_missing_is_info_and_skipped(tmp_path: Path) -> None:
     lines, findings = resolve(
-        ["try:\n    import ujson\nexcept ImportError:\n    ujson = None\n"
-         "try:\n    import numpy\nexcept ImportError:\n    numpy = None\n"],
+        [
+            "try:\n    import ujson\nexcept ImportError:\n    ujson = None\n"
+            "try:\n    import numpy\nexcept ImportError:\n    numpy = None\n"
+        ],
         tmp_path,
     )
     assert lines == ["numpy==1.26.4"]
-    assert [(f.code, f.severity) for f in findings] == [
-        ("optional-import-missing", Severity.INFO)
-    ]
+    assert [(f.code, f.severity) for f in findings] == [("optional-import-missing", Severity.INFO)]
 
 
 def test_dynamic_import_resolves_and_says_so(tmp_path: Path) -> None:
@@ -319,8 +323,12 @@ def test_pip_lines_pinned_when_installed_keep_extras_and_markers(tmp_path: Path)
     resolved = resolve_requirements(
         converted_from(
             ["import pandas\nimport requests"],
-            pip=["pandas", "requests[socks]>=2.0; python_version >= '3.8'", "newlib==0.1",
-                 "not a requirement!!"],
+            pip=[
+                "pandas",
+                "requests[socks]>=2.0; python_version >= '3.8'",
+                "newlib==0.1",
+                "not a requirement!!",
+            ],
         ),
         tmp_path,
         ENV,
@@ -410,9 +418,7 @@ def test_pyproject_dependencies(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "x"\nversion = "0"\ndependencies = ["pandas>=2.0", "rich"]\n'
     )
-    resolved = resolve_requirements(
-        converted_from(["import pandas\nimport numpy"]), tmp_path, ENV
-    )
+    resolved = resolve_requirements(converted_from(["import pandas\nimport numpy"]), tmp_path, ENV)
     assert resolved.lines() == ["numpy==1.26.4", "pandas>=2.0", "rich"]
     missing = [f for f in resolved.findings if f.code == "requirements-file-missing-import"]
     assert [("numpy" in f.message, "pyproject.toml" in f.message) for f in missing] == [

@@ -39,19 +39,33 @@ PATHS = {
     JobState.QUEUED: [JobState.PENDING, JobState.BUILDING, JobState.QUEUED],
     JobState.RUNNING: [JobState.PENDING, JobState.BUILDING, JobState.QUEUED, JobState.RUNNING],
     JobState.CANCELLING: [
-        JobState.PENDING, JobState.BUILDING, JobState.QUEUED, JobState.RUNNING,
+        JobState.PENDING,
+        JobState.BUILDING,
+        JobState.QUEUED,
+        JobState.RUNNING,
         JobState.CANCELLING,
     ],
     JobState.SUCCEEDED: [
-        JobState.PENDING, JobState.BUILDING, JobState.QUEUED, JobState.RUNNING,
+        JobState.PENDING,
+        JobState.BUILDING,
+        JobState.QUEUED,
+        JobState.RUNNING,
         JobState.SUCCEEDED,
     ],
     JobState.FAILED: [
-        JobState.PENDING, JobState.BUILDING, JobState.QUEUED, JobState.RUNNING, JobState.FAILED
+        JobState.PENDING,
+        JobState.BUILDING,
+        JobState.QUEUED,
+        JobState.RUNNING,
+        JobState.FAILED,
     ],
     JobState.CANCELLED: [
-        JobState.PENDING, JobState.BUILDING, JobState.QUEUED, JobState.RUNNING,
-        JobState.CANCELLING, JobState.CANCELLED,
+        JobState.PENDING,
+        JobState.BUILDING,
+        JobState.QUEUED,
+        JobState.RUNNING,
+        JobState.CANCELLING,
+        JobState.CANCELLED,
     ],
 }
 
@@ -129,9 +143,9 @@ def test_each_state_renders_its_stage_in_the_view_the_text_and_the_widget(
     failed = state is JobState.FAILED
     record = record_for(
         state,
-        reason="exit code 3; last lines: boom" if failed else (
-            "cancelled by user" if state in (JobState.CANCELLED, JobState.CANCELLING) else ""
-        ),
+        reason="exit code 3; last lines: boom"
+        if failed
+        else ("cancelled by user" if state in (JobState.CANCELLED, JobState.CANCELLING) else ""),
         exit_code=3 if failed else (0 if state is JobState.SUCCEEDED else None),
     )
     view = job_view(snapshot(record, log_text="line one\nline two\n"))
@@ -159,7 +173,9 @@ def test_each_state_renders_its_stage_in_the_view_the_text_and_the_widget(
     assert widget.bar.max == len(STAGES)
     assert widget.bar.value == view.progress
     assert widget.bar.bar_style == {
-        JobState.SUCCEEDED: "success", JobState.FAILED: "danger", JobState.CANCELLED: "warning"
+        JobState.SUCCEEDED: "success",
+        JobState.FAILED: "danger",
+        JobState.CANCELLED: "warning",
     }.get(state, "info")
     for step, status in zip(STAGES, EXPECTED_STEPS[state]):
         assert f'cloudpromote-step-{status}" style' in widget.steps.value
@@ -210,14 +226,16 @@ def test_a_backend_without_a_build_shows_building_as_skipped() -> None:
     record = record_for(
         JobState.SUCCEEDED, path=[JobState.PENDING, JobState.QUEUED, JobState.SUCCEEDED]
     )
-    assert [s.status for s in job_view(snapshot(record)).steps] == [
-        DONE, SKIPPED, DONE, DONE, DONE
-    ]
+    assert [s.status for s in job_view(snapshot(record)).steps] == [DONE, SKIPPED, DONE, DONE, DONE]
     running = record_for(
         JobState.RUNNING, path=[JobState.PENDING, JobState.QUEUED, JobState.RUNNING]
     )
     assert [s.status for s in job_view(snapshot(running)).steps] == [
-        DONE, SKIPPED, DONE, CURRENT, TODO
+        DONE,
+        SKIPPED,
+        DONE,
+        CURRENT,
+        TODO,
     ]
 
 
@@ -229,14 +247,23 @@ def test_a_job_with_an_exit_code_failed_while_running_even_if_no_poll_saw_it_run
         exit_code=1,
     )
     assert [s.status for s in job_view(snapshot(record)).steps] == [
-        DONE, SKIPPED, DONE, FAILED, FAILED
+        DONE,
+        SKIPPED,
+        DONE,
+        FAILED,
+        FAILED,
     ]
     never_ran = record_for(
-        JobState.FAILED, path=[JobState.PENDING, JobState.QUEUED, JobState.FAILED],
+        JobState.FAILED,
+        path=[JobState.PENDING, JobState.QUEUED, JobState.FAILED],
         reason="the backend rejected the job",
     )
     assert [s.status for s in job_view(snapshot(never_ran)).steps] == [
-        DONE, SKIPPED, FAILED, SKIPPED, FAILED
+        DONE,
+        SKIPPED,
+        FAILED,
+        SKIPPED,
+        FAILED,
     ]
 
 
@@ -323,8 +350,14 @@ def test_the_cancel_button_calls_the_cancel_callback_once() -> None:
 def test_text_reporter_writes_one_line_per_status_change_and_leaves_the_end_to_the_caller() -> None:
     written: list[str] = []
     reporter = TextReporter(written.append)
-    for state in (None, JobState.PENDING, JobState.QUEUED, JobState.QUEUED, JobState.RUNNING,
-                  JobState.SUCCEEDED):
+    for state in (
+        None,
+        JobState.PENDING,
+        JobState.QUEUED,
+        JobState.QUEUED,
+        JobState.RUNNING,
+        JobState.SUCCEEDED,
+    ):
         record = record_for(state) if state is not None else None
         reporter(job_view(snapshot(record)))
     assert written == [
@@ -344,7 +377,12 @@ def test_steps_html_marks_each_step() -> None:
 
 def test_elapsed_format() -> None:
     assert [format_elapsed(s) for s in (0, 9.9, 60, 75, 3600, 3725)] == [
-        "0s", "9s", "1m00s", "1m15s", "1h00m00s", "1h02m05s"
+        "0s",
+        "9s",
+        "1m00s",
+        "1m15s",
+        "1h00m00s",
+        "1h02m05s",
     ]
 
 
@@ -373,9 +411,15 @@ def test_monitor_cancel_from_the_button_cancels_the_job_in_the_store(
     now = time.time()
     record = manager.store.create(
         JobRecord(
-            id="feedc0de0001", notebook="/x/report.ipynb", backend="local", backend_kind="local",
-            state=JobState.PENDING, created=now, updated=now,
-            job_dir=str(isolated_jupyter / "job"), spec={},
+            id="feedc0de0001",
+            notebook="/x/report.ipynb",
+            backend="local",
+            backend_kind="local",
+            state=JobState.PENDING,
+            created=now,
+            updated=now,
+            job_dir=str(isolated_jupyter / "job"),
+            spec={},
         )
     )
     monitor = JobMonitor(manager, backend="local", notebook="report.ipynb", interval=0.01)

@@ -23,6 +23,8 @@ from docker.types import DeviceRequest
 from ..errors import BackendError, ConfigError
 from ..models import JOB_ID_ENV, OUTPUT_DIR_ENV, PARAMETERS_ENV, BackendStatus, JobState
 from ..package import JOB_OUTPUT_DIR, JOB_UID
+from ..resources import format_duration, parse_duration_seconds, parse_memory_bytes
+from ..runner import TIME_LIMIT_ENV, TIME_LIMIT_EXIT_CODE
 from .base import Backend, SubmitRequest
 
 CONTAINER_PREFIX = "cloudpromote-"
@@ -33,8 +35,6 @@ _STATE_FILE = "docker-state.json"  # final status, kept for when the container i
 _LOG_SETTLE_TRIES = 8
 _LOG_SETTLE_SECONDS = 0.25
 
-_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTAINER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _NETWORK_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
@@ -42,20 +42,13 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+def info_env(container: Any) -> list[str]:
+    return list(container.attrs.get("Config", {}).get("Env") or [])
+
+
 def parse_memory(value: str | int) -> int:
-    """Bytes for a memory size: 4G, 512M, 4GiB, 1.5g, 2048 (bytes). Units are powers of 1024."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value <= 0:
-            raise ConfigError(f"Memory limit must be positive, got {value}.", "")
-        return value
-    match = _MEMORY_RE.match(str(value))
-    if not match:
-        raise ConfigError(
-            f"Cannot read the memory size {value!r}.",
-            "Write it as a number with a unit, e.g. '512M', '4G' or '4GiB'.",
-        )
-    number, unit, _suffix = match.groups()
-    size = int(float(number) * _MEMORY_UNITS[unit.lower()])
+    """Bytes for a memory limit, as the shared parser reads it, at least Docker's minimum."""
+    size = parse_memory_bytes(str(value))
     if size < 6 * 1024**2:  # Docker's own minimum
         raise ConfigError(f"Memory limit {value!r} is too small.", "Docker needs at least 6M.")
     return size
@@ -87,7 +80,9 @@ def _tail(text: str, count: int = _TAIL_LINES) -> str:
 class DockerBackend(Backend):
     kind = "docker"
     description = "Runs the job's image in a container on this machine's Docker engine."
-    features = frozenset({"cpus", "memory", "gpus", "cancel", "logs-follow", "outputs", "image"})
+    features = frozenset(
+        {"cpus", "memory", "gpus", "time_limit", "cancel", "logs-follow", "outputs", "image"}
+    )
     needs_image = True
     install_hint = "apt-get install docker.io (or Docker Engine), then start dockerd"
     default_options: ClassVar[dict[str, Any]] = {
@@ -171,6 +166,10 @@ class DockerBackend(Backend):
         env[OUTPUT_DIR_ENV] = JOB_OUTPUT_DIR
         env[PARAMETERS_ENV] = json.dumps(request.parameters)
         env[JOB_ID_ENV] = request.job_id
+        if request.resources.time_limit:
+            # The engine has no run-time limit: the runner inside the image enforces it.
+            seconds = parse_duration_seconds(request.resources.time_limit)
+            env[TIME_LIMIT_ENV] = f"{seconds:g}"
         return env
 
     @staticmethod
@@ -324,6 +323,15 @@ class DockerBackend(Backend):
             )
         elif exit_code == 0:
             result = BackendStatus(JobState.SUCCEEDED, "exited with code 0", 0)
+        elif exit_code == TIME_LIMIT_EXIT_CODE and "hit its time limit" in log_text:
+            env = dict(e.split("=", 1) for e in info_env(container) if "=" in e)
+            limit = float(env.get(TIME_LIMIT_ENV, "0") or 0)
+            result = BackendStatus(
+                JobState.FAILED,
+                f"hit its time limit of {format_duration(limit)}; raise the time limit "
+                f"(--time) or make the job faster. Last log lines:\n{tail}",
+                exit_code,
+            )
         else:
             result = BackendStatus(
                 JobState.FAILED,

@@ -112,8 +112,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------- processes
 
 
-
-
 def kill_process_group(pgid: int, sig: int) -> bool:
     """Signal a whole process group; False when it is already gone."""
     try:
