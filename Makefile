@@ -41,7 +41,6 @@ lint: setup
 
 bench: setup services
 	$(PY) bench/deps_corpus.py
-	$(PY) bench/preview_corpus.py
 	$(PY) bench/docker_submit.py
 
 clean:
