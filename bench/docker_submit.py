@@ -29,7 +29,11 @@ RESULTS = Path(__file__).resolve().parent / "results" / "docker_submit.json"
 
 def write_notebook(path: Path, message: str) -> None:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.cells = [
         nbformat.v4.new_code_cell("import time\nimport packaging.version"),
         nbformat.v4.new_code_cell(f"print({message!r}, flush=True)\ntime.sleep(5)"),
