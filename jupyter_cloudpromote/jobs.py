@@ -50,18 +50,52 @@ def _new_job_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def owner_stamp() -> dict[str, Any]:
+def owner_stamp(role: str = "process") -> dict[str, Any]:
     """Who prepares a job until a backend has it: pid plus start time (pid reuse), host."""
     pid = os.getpid()
-    return {"pid": pid, "host": socket.gethostname(), "start_time": process_start_time(pid)}
+    return {
+        "pid": pid,
+        "host": socket.gethostname(),
+        "start_time": process_start_time(pid),
+        "role": role,
+    }
+
+
+def interrupted_reason(owner: dict[str, Any], state: JobState) -> str:
+    pid = owner.get("pid")
+    if owner.get("role") == "server":
+        who = f"interrupted by server restart: the server preparing it (pid {pid}) stopped"
+    else:
+        who = f"interrupted: the process preparing it (pid {pid}) stopped"
+    return f"{who} while the job was {state.value}; submit it again"
+
+
+def owner_gone(owner: dict[str, Any], *, at_startup: bool = False) -> bool:
+    """True when the process that was preparing a job (on this host) can no longer be.
+
+    At a server's startup its own pid in a record means an earlier process with that pid.
+    """
+    pid = owner.get("pid")
+    if owner.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False  # another machine's job: its own process answers for it
+    if pid == os.getpid():
+        return at_startup
+    return not process_alive(pid, owner.get("start_time"))
 
 
 class JobManager:
     """Drives jobs through the pipeline and the backends, recording everything in the store."""
 
-    def __init__(self, settings: CloudPromote | None = None, store: JobStore | None = None):
+    def __init__(
+        self,
+        settings: CloudPromote | None = None,
+        store: JobStore | None = None,
+        *,
+        owner_role: str = "process",
+    ):
         self.settings = settings or load_settings()
         self.store = store or JobStore(self.settings.store_path)
+        self.owner_role = owner_role  # "server" makes interruptions read as server restarts
 
     # --- backends -----------------------------------------------------------------------
 
@@ -149,7 +183,7 @@ class JobManager:
             "base_image": promotion.base_image,
             "kernel": options.kernel,
             "force": options.force,
-            "owner": owner_stamp(),
+            "owner": owner_stamp(self.owner_role),
         }
         record = JobRecord(
             id=job_id,
@@ -297,23 +331,26 @@ class JobManager:
                 (job_dir / "logs" / "error.log").write_text(str(exc), encoding="utf-8")
         return updated
 
-    def _check_owner(self, record: JobRecord) -> JobRecord:
+    def _check_owner(self, record: JobRecord, *, at_startup: bool = False) -> JobRecord:
         """A job not yet handed to a backend belongs to the process building it: if that
         process is gone, the job will never move again, so say so instead of leaving it."""
         owner = record.spec.get("owner") or {}
-        pid = owner.get("pid")
-        if (
-            owner.get("host") == socket.gethostname()
-            and isinstance(pid, int)
-            and pid != os.getpid()
-            and not process_alive(pid, owner.get("start_time"))
-        ):
-            return self._move(
-                record.id,
-                JobState.FAILED,
-                f"interrupted: the process preparing it (pid {pid}) stopped before submission",
-            )
+        if owner_gone(owner, at_startup=at_startup):
+            return self._move(record.id, JobState.FAILED, interrupted_reason(owner, record.state))
         return record
+
+    def recover_interrupted(self) -> builtins.list[JobRecord]:
+        """For a server starting up: fail jobs left half-prepared by a process now gone.
+
+        Jobs already handed to a backend are left to refresh, which follows them to the end.
+        """
+        failed = []
+        for record in self.store.active():
+            if record.backend_id is None:
+                updated = self._check_owner(record, at_startup=True)
+                if updated.state is JobState.FAILED:
+                    failed.append(updated)
+        return failed
 
     def refresh_active(self) -> list[JobRecord]:
         return [self.refresh(record.id) for record in self.store.active()]
@@ -442,7 +479,7 @@ class JobManager:
             (job_dir / SUBMIT_ENV).touch(mode=0o600)
             (job_dir / SUBMIT_ENV).write_text(json.dumps(env, sort_keys=True), encoding="utf-8")
         now = time.time()
-        spec = {**old.spec, "rerun_of": old.id, "owner": owner_stamp()}
+        spec = {**old.spec, "rerun_of": old.id, "owner": owner_stamp(self.owner_role)}
         record = self.store.create(
             JobRecord(
                 id=job_id_new,

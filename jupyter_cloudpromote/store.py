@@ -178,6 +178,10 @@ class JobStore:
 
     def find(self, prefix: str) -> JobRecord:
         """A job by id or unique id prefix (what users type)."""
+        with self._lock:  # the exact id first: a primary-key lookup, whatever the store's size
+            exact = self._conn.execute("SELECT 1 FROM jobs WHERE id = ?", (prefix,)).fetchone()
+        if exact is not None:
+            return self.get(prefix)
         with self._lock:
             rows = self._conn.execute(
                 "SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' LIMIT 2",
