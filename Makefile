@@ -10,10 +10,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test unit lint services bench clean
+.PHONY: setup demo test unit lint services labext browser bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv; }
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	# The prebuilt lab extension first, so the editable install's build hook finds it.
+	bash .ci/build-labextension.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,widgets]' numpy pandas matplotlib
@@ -28,7 +31,13 @@ demo: setup
 services:
 	bash .ci/setup-docker.sh
 
-test: setup services
+labext:
+	bash .ci/build-labextension.sh
+
+browser:
+	bash .ci/setup-browser.sh
+
+test: setup services labext browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: setup
@@ -38,6 +47,7 @@ lint: setup
 	$(VENV)/bin/ruff check jupyter_cloudpromote tests bench
 	$(VENV)/bin/ruff format --check jupyter_cloudpromote tests bench
 	$(VENV)/bin/mypy
+	cd labextension && npm run lint && npm run typecheck && npm test -- --silent
 
 bench: setup services
 	$(PY) bench/deps_corpus.py
