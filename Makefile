@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	bash .ci/build-labextension.sh
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,widgets]' numpy pandas matplotlib
+	@# Built just above: the package's npm build hook need not run again.
+	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install -q -e '.[test,widgets]' numpy pandas matplotlib
 	touch $(STAMP)
 
 setup: $(STAMP)
