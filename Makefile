@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# Built just above: the package's npm build hook need not run again.
-	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install -q -e '.[test,widgets]' numpy pandas matplotlib
+	SKIP_JUPYTER_BUILDER=1 $(PY) -m pip install -q -e '.[test]' numpy pandas matplotlib
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -31,6 +31,7 @@ demo: setup
 
 services:
 	bash .ci/setup-docker.sh
+	bash .ci/setup-slurm.sh
 
 labext:
 	bash .ci/build-labextension.sh

@@ -20,7 +20,6 @@ ENTRY_POINT_GROUP = "jupyter_cloudpromote.backends"
 # Kinds this project plans or documents but that live in optional extras or other packages:
 # shown by `backends` with what to install, even when no entry point is present.
 INSTALL_HINTS: dict[str, str] = {
-    "slurm": "pip install 'jupyter-cloudpromote[slurm]'",
     "aws-batch": "pip install 'jupyter-cloudpromote[aws]'",
     "sagemaker": "pip install 'jupyter-cloudpromote[aws]'",
 }
