@@ -55,6 +55,13 @@ def _add_promotion_arguments(parser: argparse.ArgumentParser, *, submit: bool) -
         "--include", action="append", metavar="PATH", help="file or folder beside the notebook"
     )
     parser.add_argument("--kernel", help="kernel whose environment pins the requirements")
+    parser.add_argument(
+        "--requirement",
+        action="append",
+        dest="requirements",
+        metavar="LINE",
+        help="use this requirement instead of the detected ones (repeat for each line)",
+    )
     if submit:
         parser.add_argument(
             "--env", action="append", metavar="NAME=VALUE", help="environment variable for the job"
@@ -78,6 +85,7 @@ def promotion_options(args: argparse.Namespace) -> PromotionOptions:
         base_image=args.base_image,
         kernel=args.kernel,
         force=getattr(args, "force", False),
+        requirements=getattr(args, "requirements", None),
     )
 
 

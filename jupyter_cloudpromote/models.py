@@ -175,6 +175,8 @@ class PromotionOptions:
     base_image: str | None = None
     kernel: str | None = None  # override the notebook's kernelspec name
     force: bool = False  # submit despite error findings
+    # Requirement lines edited by the user: used exactly, instead of the resolved ones.
+    requirements: list[str] | None = None
 
 
 @dataclass

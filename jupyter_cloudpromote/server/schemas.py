@@ -21,6 +21,7 @@ MAX_ITEMS = 256
 MAX_LOG_CHUNK = 8 * 1024 * 1024
 DEFAULT_LOG_CHUNK = 1024 * 1024
 MAX_PAGE = 500
+MAX_REQUIREMENTS = 1024
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_NAME = _NAME
@@ -236,6 +237,37 @@ def _includes(data: dict[str, Any]) -> list[str]:
     return result
 
 
+def _requirement_lines(data: dict[str, Any]) -> list[str] | None:
+    """Edited requirement lines: absent or null keeps the resolved ones; [] means none.
+
+    Only the shape is checked here; the pipeline parses each line (a bad one is a 400
+    naming the line and the fix).
+    """
+    value = data.get("requirements")
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_REQUIREMENTS:
+        raise BodyError(
+            "requirements",
+            f"a list of at most {MAX_REQUIREMENTS} requirement strings, or null",
+            value,
+            has_got=True,
+        )
+    lines = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or len(item) > MAX_STRING or "\x00" in item:
+            raise BodyError(
+                f"requirements[{index}]",
+                f"a requirement string of at most {MAX_STRING} characters",
+                item,
+                has_got=True,
+            )
+        if "\n" in item or "\r" in item:
+            raise BodyError(f"requirements[{index}]", "a single line (one requirement per item)")
+        lines.append(item)
+    return lines
+
+
 _PROMOTION_FIELDS = {
     "path",
     "backend",
@@ -245,6 +277,7 @@ _PROMOTION_FIELDS = {
     "include",
     "base_image",
     "kernel",
+    "requirements",
 }
 
 
@@ -272,6 +305,7 @@ def _promotion(data: dict[str, Any], known: set[str]) -> PromotionBody:
         base_image=_string(data, "base_image", pattern=_IMAGE, what="an image reference"),
         kernel=_string(data, "kernel", pattern=_KERNEL, what="a kernel name"),
         force=_bool(data, "force"),
+        requirements=_requirement_lines(data),
     )
     return PromotionBody(path=path, options=options)
 

@@ -161,6 +161,8 @@ export interface PreviewRequest {
   backend?: string;
   parameters?: Record<string, unknown>;
   options?: Record<string, string>;
+  /** Requirement lines to use exactly, instead of the resolved ones. */
+  requirements?: string[];
 }
 
 export interface SubmitRequest {
@@ -172,6 +174,8 @@ export interface SubmitRequest {
   env?: Record<string, string>;
   options?: Record<string, string>;
   force?: boolean;
+  /** Requirement lines to use exactly, instead of the resolved ones. */
+  requirements?: string[];
 }
 
 export interface JobQuery {

@@ -19,6 +19,15 @@ import {
   SEVERITY_RANK,
   SubmitRequest
 } from './api';
+import {
+  addRow,
+  editedRequirements,
+  editRow,
+  IRequirementRow,
+  removeRow,
+  rowsFromDetails,
+  rowSource
+} from './requirements';
 
 export interface IPromoteOptions {
   client: CloudPromoteClient;
@@ -151,6 +160,15 @@ function PromoteWizard(
   const { client } = props;
   const [step, setStep] = useState<Step>(0);
   const [preview, setPreview] = useState<Preview | null>(null);
+  // The first preview: what was detected, before any edit of the requirements.
+  const [detected, setDetected] = useState<Preview | null>(null);
+  const [rows, setRows] = useState<IRequirementRow[]>([]);
+  // The edited lines the shown preview was made with ('null': the detected ones).
+  const [previewedWith, setPreviewedWith] = useState('null');
+  const [requirementsError, setRequirementsError] = useState<
+    ApiError | Error | null
+  >(null);
+  const [checking, setChecking] = useState(false);
   const [backends, setBackends] = useState<Backend[]>([]);
   const [loadError, setLoadError] = useState<ApiError | Error | null>(null);
   const [backend, setBackend] = useState(props.defaultBackend);
@@ -171,6 +189,8 @@ function PromoteWizard(
           return;
         }
         setPreview(previewData);
+        setDetected(previewData);
+        setRows(rowsFromDetails(previewData.requirement_details));
         setBackends(backendList);
         const initial: Record<string, string | boolean> = {};
         for (const param of previewData.parameters) {
@@ -202,7 +222,7 @@ function PromoteWizard(
       </div>
     );
   }
-  if (!preview) {
+  if (!preview || !detected) {
     return (
       <div className="jp-CloudPromote-loading" role="status">
         Checking the notebook and resolving its requirements…
@@ -218,6 +238,34 @@ function PromoteWizard(
     finding => finding.severity === 'error'
   );
   const selectedBackend = backends.find(item => item.name === backend);
+  const edited = editedRequirements(rows, detected.requirement_details);
+
+  /**
+   * Change step. Leaving the requirements step with edits not yet previewed asks the server
+   * for a preview with them first: a line it refuses keeps the user on the step, with the
+   * server's message, and the review then shows what will really be installed.
+   */
+  const goTo = async (target: Step) => {
+    const key = JSON.stringify(edited ?? null);
+    if (step === 1 && target !== 1 && key !== previewedWith) {
+      setRequirementsError(null);
+      setChecking(true);
+      try {
+        const next =
+          edited === undefined
+            ? detected
+            : await client.preview({ path: props.path, requirements: edited });
+        setPreview(next);
+        setPreviewedWith(key);
+      } catch (error) {
+        setRequirementsError(error as Error);
+        return;
+      } finally {
+        setChecking(false);
+      }
+    }
+    setStep(target);
+  };
 
   const buildRequest = (): SubmitRequest => {
     const parameters: Record<string, unknown> = {};
@@ -261,6 +309,9 @@ function PromoteWizard(
     if (force) {
       request.force = true;
     }
+    if (edited !== undefined) {
+      request.requirements = edited;
+    }
     return request;
   };
 
@@ -284,7 +335,8 @@ function PromoteWizard(
           <li key={title} aria-current={index === step ? 'step' : undefined}>
             <button
               className={`jp-CloudPromote-stepButton${index === step ? ' jp-mod-active' : ''}`}
-              onClick={() => setStep(index as Step)}
+              disabled={checking}
+              onClick={() => void goTo(index as Step)}
             >
               {index + 1}. {title}
             </button>
@@ -299,7 +351,23 @@ function PromoteWizard(
             showCell={props.showCell}
           />
         )}
-        {step === 1 && <RequirementsStep preview={preview} />}
+        {step === 1 && (
+          <RequirementsStep
+            rows={rows}
+            edited={edited !== undefined}
+            localModules={detected.local_modules ?? []}
+            checking={checking}
+            error={requirementsError}
+            onChange={next => {
+              setRows(next);
+              setRequirementsError(null);
+            }}
+            onReset={() => {
+              setRows(rowsFromDetails(detected.requirement_details));
+              setRequirementsError(null);
+            }}
+          />
+        )}
         {step === 2 && (
           <section aria-labelledby="cloudpromote-configure">
             <h3 id="cloudpromote-configure">Backend and resources</h3>
@@ -431,7 +499,8 @@ function PromoteWizard(
             <p>
               Run <code>{props.path}</code> on{' '}
               <strong>{backend || 'the default backend'}</strong> with{' '}
-              {preview.requirements.length} requirement(s)
+              {preview.requirements.length}
+              {edited !== undefined ? ' edited' : ''} requirement(s)
               {preview.python_version
                 ? ` on Python ${preview.python_version}`
                 : ''}
@@ -445,6 +514,16 @@ function PromoteWizard(
                 tabIndex={0}
               >
                 {preview.script}
+              </pre>
+            </details>
+            <details>
+              <summary>Requirements</summary>
+              <pre
+                className="jp-CloudPromote-code"
+                aria-label="Requirements to install"
+                tabIndex={0}
+              >
+                {preview.requirements.join('\n') || '(none)'}
               </pre>
             </details>
             <details>
@@ -481,17 +560,18 @@ function PromoteWizard(
       <div className="jp-CloudPromote-nav">
         <button
           className="jp-Button jp-mod-styled jp-mod-reject"
-          disabled={step === 0}
-          onClick={() => setStep((step - 1) as Step)}
+          disabled={step === 0 || checking}
+          onClick={() => void goTo((step - 1) as Step)}
         >
           Back
         </button>
         {step < 3 ? (
           <button
             className="jp-Button jp-mod-styled jp-mod-accept"
-            onClick={() => setStep((step + 1) as Step)}
+            disabled={checking}
+            onClick={() => void goTo((step + 1) as Step)}
           >
-            Next
+            {checking ? 'Checking…' : 'Next'}
           </button>
         ) : (
           <button
@@ -578,49 +658,113 @@ function FindingsStep(props: {
   );
 }
 
-function RequirementsStep(props: { preview: Preview }): JSX.Element {
-  const { preview } = props;
+function RequirementsStep(props: {
+  rows: IRequirementRow[];
+  edited: boolean;
+  localModules: string[];
+  checking: boolean;
+  error: ApiError | Error | null;
+  onChange: (rows: IRequirementRow[]) => void;
+  onReset: () => void;
+}): JSX.Element {
+  const { rows } = props;
   return (
     <section aria-labelledby="cloudpromote-requirements">
       <h3 id="cloudpromote-requirements">Requirements</h3>
-      {preview.requirement_details.length === 0 ? (
-        <p>No third-party requirements were detected.</p>
+      <p className="jp-CloudPromote-hint">
+        Detected from the notebook&apos;s imports (pinned to what its kernel has
+        installed), <code>%pip install</code> lines and requirement files beside
+        it. The job installs exactly this list: edit, add or remove lines (PEP
+        508, e.g. <code>pandas==2.1.3</code>).
+      </p>
+      {rows.length === 0 ? (
+        <p className="jp-CloudPromote-noRequirements">
+          {props.edited
+            ? 'No requirements: the job installs nothing beyond the base image.'
+            : 'No third-party requirements were detected.'}
+        </p>
       ) : (
         <table className="jp-CloudPromote-requirements">
           <thead>
             <tr>
               <th scope="col">Requirement</th>
               <th scope="col">From</th>
+              <th scope="col">
+                <span className="jp-CloudPromote-srOnly">Actions</span>
+              </th>
             </tr>
           </thead>
           <tbody>
-            {preview.requirement_details.map(item => (
-              <tr key={item.requirement}>
-                <td>
-                  <code>{item.requirement}</code>
-                  {item.optional ? ' (optional)' : ''}
-                </td>
-                <td>
-                  {item.source}
-                  {item.imports &&
-                    item.imports.length > 0 &&
-                    ` (import ${item.imports.join(', ')})`}
-                </td>
-              </tr>
-            ))}
+            {rows.map((row, index) => {
+              const source = rowSource(row);
+              return (
+                <tr key={row.key} data-source={source.split(' ')[0]}>
+                  <td>
+                    <input
+                      className="jp-mod-styled jp-CloudPromote-requirementInput"
+                      aria-label={`Requirement ${index + 1}`}
+                      name={`requirement-${index + 1}`}
+                      value={row.text}
+                      spellCheck={false}
+                      autoFocus={row.origin === null && row.text === ''}
+                      onChange={event =>
+                        props.onChange(
+                          editRow(rows, row.key, event.target.value)
+                        )
+                      }
+                    />
+                    {row.origin?.optional ? ' (optional)' : ''}
+                  </td>
+                  <td className="jp-CloudPromote-requirementSource">
+                    {source}
+                  </td>
+                  <td>
+                    <button
+                      className="jp-Button jp-mod-styled jp-mod-minimal jp-CloudPromote-removeRequirement"
+                      aria-label={`Remove requirement ${index + 1}${row.text.trim() ? ` (${row.text.trim()})` : ''}`}
+                      title="Remove this requirement"
+                      onClick={() => props.onChange(removeRow(rows, row.key))}
+                    >
+                      ✕
+                    </button>
+                  </td>
+                </tr>
+              );
+            })}
           </tbody>
         </table>
       )}
-      {preview.local_modules && preview.local_modules.length > 0 && (
-        <p>
-          Local files packed with the job: {preview.local_modules.join(', ')}
+      <div className="jp-CloudPromote-requirementActions">
+        <button
+          className="jp-Button jp-mod-styled"
+          onClick={() => props.onChange(addRow(rows))}
+        >
+          Add requirement
+        </button>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-reject"
+          disabled={!props.edited}
+          onClick={props.onReset}
+        >
+          Reset to detected
+        </button>
+      </div>
+      {props.localModules.length > 0 && (
+        <p>Local files packed with the job: {props.localModules.join(', ')}</p>
+      )}
+      {props.checking && (
+        <p className="jp-CloudPromote-hint" role="status">
+          Checking the edited requirements…
         </p>
       )}
-      <p className="jp-CloudPromote-hint">
-        Versions are pinned to what the notebook&apos;s kernel has installed. To
-        change one, edit a <code>requirements.txt</code> beside the notebook or
-        a <code>%pip install</code> line, then reopen this dialog.
-      </p>
+      {props.error && (
+        <div className="jp-CloudPromote-error" role="alert">
+          <p>{props.error.message}</p>
+          {props.error instanceof ApiError && props.error.fix && (
+            <p>Fix: {props.error.fix}</p>
+          )}
+        </div>
+      )}
     </section>
   );
 }

@@ -78,6 +78,22 @@ describe('CloudPromoteClient (mock fetch)', () => {
     expect(created.status).toBe('pending');
   });
 
+  it('sends edited requirement lines with preview and submit', async () => {
+    const { request, calls } = mockServer(200, job);
+    const client = new CloudPromoteClient(request);
+    await client.preview({ path: 'a.ipynb', requirements: ['numpy>=1.26'] });
+    await client.submit({ path: 'a.ipynb', requirements: [] });
+    expect(JSON.parse(calls[0].init.body as string)).toEqual({
+      path: 'a.ipynb',
+      requirements: ['numpy>=1.26']
+    });
+    // An empty list is sent as such: it means "install nothing".
+    expect(JSON.parse(calls[1].init.body as string)).toEqual({
+      path: 'a.ipynb',
+      requirements: []
+    });
+  });
+
   it('turns an error answer into an ApiError with the message and the fix', async () => {
     const { request } = mockServer(400, {
       message: "'backend' must be a backend profile name.",
