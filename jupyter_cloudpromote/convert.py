@@ -196,6 +196,7 @@ _HARMLESS_EXTENSIONS = frozenset(
         "lab_black",
         "jupyter_black",
         "autotime",
+        "jupyter_cloudpromote",  # its magics only submit; their cells are left out anyway
     }
 )
 _HELP_MAGICS = frozenset({"pinfo", "pinfo2", "psearch"})

@@ -172,6 +172,8 @@ def test_load_ext_is_dropped_with_a_finding() -> None:
     assert found.severity is Severity.WARNING and found.cell == 0 and found.line == 1
     known = convert("%load_ext autoreload")
     assert finding(known, "load-ext").severity is Severity.INFO
+    ours = convert("%load_ext jupyter_cloudpromote")
+    assert finding(ours, "load-ext").severity is Severity.INFO
 
 
 def test_store_magic_is_dropped_with_a_warning() -> None:
