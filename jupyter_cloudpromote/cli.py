@@ -200,6 +200,8 @@ def _run(args: argparse.Namespace, console: _Console) -> int:
         human: list[str] = ["Findings:", *_findings_text(data["findings"]), "Requirements:"]
         human += [f"  {r}" for r in data["requirements"]] or ["  none"]
         human.append(f"Python {data['python_version']}, base image {data['base_image']}")
+        if data["cost_estimate"]:
+            human.append(f"Cost estimate: {data['cost_estimate']['summary']}")
         if data["parameters"]:
             human.append("Parameters:")
             human += [

@@ -119,8 +119,12 @@ class JobManager:
     # --- preview and submit -------------------------------------------------------------
 
     def preview(self, notebook: str | Path, options: PromotionOptions) -> Promotion:
-        self.backend(options.backend, options.options)  # unknown backend fails here, early
-        return promote(notebook, options, self.settings)
+        backend = self.backend(options.backend, options.options)  # unknown backend: fail early
+        promotion = promote(notebook, options, self.settings)
+        estimate = backend.cost_estimate(options.resources)
+        if estimate is not None:
+            promotion.cost_estimate = {**estimate.to_dict(), "summary": estimate.summary()}
+        return promotion
 
     def submit(
         self, notebook: str | Path, options: PromotionOptions, progress: Progress = _quiet

@@ -216,6 +216,7 @@ class Promotion:
     dockerfile: str
     parameters: dict[str, Any]  # typed overrides, validated against the parameters cell
     base_image: str
+    cost_estimate: dict[str, Any] | None = None  # from the chosen backend, when it costs money
 
     @property
     def blocking_findings(self) -> list[Finding]:
@@ -234,6 +235,7 @@ class Promotion:
             "findings": [f.to_dict() for f in self.findings],
             "parameters": [p.to_dict() for p in self.converted.parameters],
             "parameter_values": self.parameters,
+            "cost_estimate": self.cost_estimate,
         }
 
 

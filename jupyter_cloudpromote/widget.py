@@ -75,13 +75,14 @@ DONE, CURRENT, TODO, FAILED, SKIPPED, CANCELLED = (
 )
 _TEXT_MARK = {DONE: "x", CURRENT: ">", TODO: " ", FAILED: "!", SKIPPED: "-", CANCELLED: "/"}
 _HTML_MARK = {DONE: "✔", CURRENT: "●", TODO: "○", FAILED: "✖", SKIPPED: "-", CANCELLED: "■"}
+_MUTED = "color:var(--jp-ui-font-color2, #757575)"  # theme-aware, with a light fallback
 _HTML_COLOR = {
-    DONE: "#2e7d32",
-    CURRENT: "#1565c0",
-    TODO: "#9e9e9e",
-    FAILED: "#c62828",
-    SKIPPED: "#9e9e9e",
-    CANCELLED: "#ef6c00",
+    DONE: "var(--jp-success-color1, #2e7d32)",
+    CURRENT: "var(--jp-brand-color1, #1565c0)",
+    TODO: "var(--jp-ui-font-color3, #9e9e9e)",
+    FAILED: "var(--jp-error-color1, #c62828)",
+    SKIPPED: "var(--jp-ui-font-color3, #9e9e9e)",
+    CANCELLED: "var(--jp-warn-color1, #ef6c00)",
 }
 _BAR_STYLE = {"active": "info", "succeeded": "success", "failed": "danger", "cancelled": "warning"}
 
@@ -335,14 +336,14 @@ def steps_html(view: JobView) -> str:
             f'style="color:{_HTML_COLOR[step.status]};font-weight:{weight}">'
             f"{_HTML_MARK[step.status]} {step.stage.value}</span>"
         )
-    return '<span style="color:#9e9e9e"> → </span>'.join(parts)
+    return '<span style="color:var(--jp-ui-font-color3, #9e9e9e)"> → </span>'.join(parts)
 
 
 def header_html(view: JobView) -> str:
     who = f"job <code>{html.escape(view.job_id)}</code>" if view.job_id else "new job"
     return (
         f"<b>{who}</b> on <b>{html.escape(view.backend)}</b> "
-        f'<span style="color:#757575">({html.escape(view.notebook)})</span>'
+        f'<span style="{_MUTED}">({html.escape(view.notebook)})</span>'
     )
 
 
@@ -354,7 +355,7 @@ def reason_html(view: JobView) -> str:
     if view.exit_code is not None and view.exit_code != 0:
         parts.append(f"<div>exit code {view.exit_code}</div>")
     if view.notice:
-        parts.append(f'<div style="color:#757575">{html.escape(view.notice)}</div>')
+        parts.append(f'<div style="{_MUTED}">{html.escape(view.notice)}</div>')
     return "".join(parts)
 
 
@@ -362,7 +363,7 @@ def log_html(view: JobView) -> str:
     if not view.log_tail:
         return ""
     hidden = (
-        f'<div style="color:#757575">… {view.hidden_log_lines} earlier lines '
+        f'<div style="{_MUTED}">… {view.hidden_log_lines} earlier lines '
         f"(<code>%cloud_logs {html.escape(view.job_id or '')}</code>)</div>"
         if view.hidden_log_lines
         else ""

@@ -165,3 +165,26 @@ def test_example_notebook_is_valid_and_has_parameters() -> None:
     data = json.loads((REPO_ROOT / "examples" / "hello_report.ipynb").read_text())
     tagged = [c for c in data["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1
+
+
+def test_preview_shows_a_cost_estimate_for_paid_backends_only(notebook: Path) -> None:
+    aws = [
+        "--backend",
+        "aws-batch",
+        "--option",
+        "job_queue=queue",
+        "--option",
+        "bucket=my-bucket",
+        "--option",
+        "job_role_arn=arn:aws:iam::123456789012:role/jobs",
+        "--option",
+        "region=us-east-1",
+    ]
+    data = json.loads(cli("preview", str(notebook), *aws, "--time", "2h", "--json").stdout)
+    estimate = data["cost_estimate"]
+    assert estimate["estimate"] is True and estimate["hours"] == 2
+    assert estimate["usd_total"] == pytest.approx(2 * estimate["usd_per_hour"], abs=0.01)
+    assert "not verified" in estimate["summary"]
+    assert "Cost estimate: Estimated" in cli("preview", str(notebook), *aws).stdout
+    local = json.loads(cli("preview", str(notebook), "--json").stdout)
+    assert local["cost_estimate"] is None

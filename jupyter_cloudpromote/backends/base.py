@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..models import BackendStatus, BuildContext, Resources
+from ..pricing import CostEstimate
 
 
 @dataclass
@@ -98,6 +99,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def cancel(self, backend_id: str, job_dir: Path) -> None:
         """Ask the backend to stop the job. Returns once the request is accepted."""
+
+    def cost_estimate(self, resources: Resources) -> CostEstimate | None:
+        """What the job may cost, for the guide; None where running it costs nothing extra."""
+        return None
 
     def collect_outputs(self, backend_id: str, job_dir: Path) -> None:  # noqa: B027
         """Bring outputs back into job_dir/outputs (no-op when written there directly)."""
