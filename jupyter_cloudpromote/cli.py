@@ -56,6 +56,11 @@ def _add_promotion_arguments(parser: argparse.ArgumentParser, *, submit: bool) -
     )
     parser.add_argument("--kernel", help="kernel whose environment pins the requirements")
     parser.add_argument(
+        "--input",
+        metavar="PATH|URI",
+        help="data made available to the job (a local folder or an s3:// URI; cloud backends)",
+    )
+    parser.add_argument(
         "--requirement",
         action="append",
         dest="requirements",
@@ -71,13 +76,18 @@ def _add_promotion_arguments(parser: argparse.ArgumentParser, *, submit: bool) -
 
 
 def promotion_options(args: argparse.Namespace) -> PromotionOptions:
+    options = parse_pairs(args.option, "--option")
+    if getattr(args, "input", None):
+        # A local path is taken from where the command runs; a URI is passed through.
+        is_uri = "://" in args.input
+        options["input"] = args.input if is_uri else str(Path(args.input).resolve())
     resources = Resources(
         cpus=args.cpus, memory=args.memory, gpus=args.gpus or 0, time_limit=args.time_limit
     )
     validate_resources(resources)
     return PromotionOptions(
         backend=args.backend,
-        options=parse_pairs(args.option, "--option"),
+        options=options,
         parameters=parse_pairs(args.param, "--param"),
         resources=resources,
         include=list(args.include or []),

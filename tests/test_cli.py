@@ -188,3 +188,24 @@ def test_preview_shows_a_cost_estimate_for_paid_backends_only(notebook: Path) ->
     assert "Cost estimate: Estimated" in cli("preview", str(notebook), *aws).stdout
     local = json.loads(cli("preview", str(notebook), "--json").stdout)
     assert local["cost_estimate"] is None
+
+
+def test_input_is_refused_by_backends_that_do_not_stage_it(notebook: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    result = cli("preview", str(notebook), "--input", str(data_dir), check=False)
+    assert result.returncode == 2
+    assert "takes no --input" in result.stderr and "--include" in result.stderr
+
+
+def test_input_reaches_backends_that_stage_it(notebook: Path, tmp_path: Path) -> None:
+    from jupyter_cloudpromote.cli import build_parser, promotion_options
+
+    args = build_parser().parse_args(["submit", str(notebook), "--input", "data"])
+    assert promotion_options(args).options["input"] == str(Path("data").resolve())
+    args = build_parser().parse_args(["submit", str(notebook), "--input", "s3://bkt/in/"])
+    assert promotion_options(args).options["input"] == "s3://bkt/in/"
+    aws = ["--backend", "aws-batch", "--option", "job_queue=queue", "--option", "bucket=my-bucket"]
+    aws += ["--option", "job_role_arn=arn:aws:iam::123456789012:role/jobs"]
+    aws += ["--option", "region=us-east-1", "--input", "s3://my-bucket/in/"]
+    assert cli("preview", str(notebook), *aws, "--json").returncode == 0

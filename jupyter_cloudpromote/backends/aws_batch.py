@@ -128,7 +128,17 @@ class AwsBatchBackend(Backend):
     kind = "aws-batch"
     description = "Runs the job's image as an AWS Batch job; data staged through S3."
     features = frozenset(
-        {"cpus", "memory", "gpus", "time_limit", "cancel", "logs-follow", "outputs", "image"}
+        {
+            "cpus",
+            "memory",
+            "gpus",
+            "time_limit",
+            "cancel",
+            "logs-follow",
+            "outputs",
+            "image",
+            "input",
+        }
     )
     needs_image = True
     install_hint = INSTALL_HINT

@@ -97,7 +97,9 @@ def validate_request(operation: str, params: dict[str, Any]) -> None:
 class SageMakerBackend(Backend):
     kind = "sagemaker"
     description = "Runs the job's image as a SageMaker training job; data staged through S3."
-    features = frozenset({"cpus", "memory", "gpus", "time_limit", "cancel", "outputs", "image"})
+    features = frozenset(
+        {"cpus", "memory", "gpus", "time_limit", "cancel", "outputs", "image", "input"}
+    )
     needs_image = True
     install_hint = INSTALL_HINT
     default_options: ClassVar[dict[str, Any]] = {
