@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends.base import Backend, SubmitRequest
-from .backends.registry import create_backend, load_backend_class
+from .backends.registry import create_backend
 from .config import CloudPromote, load_settings
 from .errors import BackendError, CloudPromoteError, FindingsError
 from .models import (
@@ -101,20 +101,19 @@ class JobManager:
 
     def backend(self, name: str | None, overrides: dict[str, str] | None = None) -> Backend:
         profile, kind, options = self.settings.resolve_profile(name, overrides)
-        if options.get("input") and overrides and "input" in overrides:
-            features = load_backend_class(kind).features
-            if "input" not in features:
-                raise BackendError(
-                    f"The {kind!r} backend takes no --input.",
-                    "Use --include for files beside the notebook, or a backend that stages "
-                    "inputs (aws-batch, sagemaker).",
-                )
         defaults = {
             "venv_cache_dir": str(self.settings.venv_cache_dir),
             "pip_index_url": self.settings.pip_index_url,
             "ca_bundle": self.settings.extra_ca_bundle,
         }
-        return create_backend(kind, profile, {**defaults, **options})
+        backend = create_backend(kind, profile, {**defaults, **options})
+        if (overrides or {}).get("input") and "input" not in backend.features:
+            raise BackendError(
+                f"The {kind!r} backend takes no --input.",
+                "Use --include for files beside the notebook, or a backend that stages "
+                "inputs (aws-batch, sagemaker).",
+            )
+        return backend
 
     def _backend_for(self, record: JobRecord) -> Backend:
         overrides = record.spec.get("options") or {}
