@@ -8,7 +8,12 @@
 #   /var/lib/cloudpromote-slurm/state     StateSaveLocation (jobs survive a slurmctld restart)
 #   /var/lib/cloudpromote-slurm/spool     SlurmdSpoolDir
 #   /var/lib/cloudpromote-slurm/jobcomp   JobCompLoc (read by `sacct -c`; no slurmdbd here)
-#   /var/log/cloudpromote-slurm/          slurmctld.log, slurmd.log
+#   /var/lib/cloudpromote-slurm/jwt_hs256.key  JWT key (auth/jwt, for slurmrestd's tokens)
+#   /var/log/cloudpromote-slurm/          slurmctld.log, slurmd.log, slurmrestd.log
+#
+# slurmrestd listens on 127.0.0.1:$CLOUDPROMOTE_SLURMRESTD_PORT (default 6820) as the
+# unprivileged user cloudpromote-rest (it refuses to run as root or SlurmUser) and takes
+# JWT tokens: `scontrol token username=root lifespan=3600` makes one.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -17,6 +22,9 @@ LOGS=/var/log/cloudpromote-slurm
 RUN=/run/cloudpromote-slurm
 CONF=/etc/slurm/slurm.conf
 MARKER="# Written by jupyter-cloudpromote .ci/setup-slurm.sh"
+JWT_KEY=$ROOT/jwt_hs256.key
+REST_USER=cloudpromote-rest
+REST_PORT=${CLOUDPROMOTE_SLURMRESTD_PORT:-6820}
 
 say() { echo "[setup-slurm] $*"; }
 
@@ -34,12 +42,14 @@ command -v munged >/dev/null 2>&1 || missing+=(munge)
 # The login-node (ssh) tests start their own sshd on 127.0.0.1; only the binaries are needed.
 command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v slurmrestd >/dev/null 2>&1 || missing+=(slurmrestd)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
-  say "slurmctld, slurmd, slurm-client, munge and openssh already installed"
+  say "slurmctld, slurmd, slurm-client, munge, openssh, slurmrestd and curl already installed"
 fi
 
 # 2. munge: the key and the daemon (run as the munge user, socket in /run/munge).
@@ -73,6 +83,13 @@ fi
 cpus=$(nproc)
 mem_mb=$(awk '/^MemTotal:/ { printf "%d", $2 / 1024 * 0.9 }' /proc/meminfo)
 install -d -m 0755 "$ROOT" "$ROOT/state" "$ROOT/spool" "$LOGS" "$RUN" /etc/slurm
+# The JWT key slurmctld signs and checks slurmrestd's tokens with: only SlurmUser reads it.
+if [ ! -s "$JWT_KEY" ]; then
+  say "creating $JWT_KEY"
+  (umask 077 && dd if=/dev/urandom bs=32 count=1 of="$JWT_KEY" status=none)
+fi
+chown root:root "$JWT_KEY"
+chmod 0600 "$JWT_KEY"
 wanted=$(cat <<EOF
 $MARKER
 ClusterName=cloudpromote
@@ -80,6 +97,9 @@ SlurmctldHost=localhost(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# JWT as a second authentication, for slurmrestd (rest_auth/jwt).
+AuthAltTypes=auth/jwt
+AuthAltParameters=jwt_key=$JWT_KEY
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -118,11 +138,11 @@ else
   say "writing $CONF (node localhost: $cpus CPUs, ${mem_mb} MB)"
   printf '%s\n' "$wanted" >"$CONF"
   # A changed config needs restarted daemons.
-  for pidfile in "$RUN/slurmd.pid" "$RUN/slurmctld.pid"; do
+  for pidfile in "$RUN/slurmrestd.pid" "$RUN/slurmd.pid" "$RUN/slurmctld.pid"; do
     if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       say "stopping $(basename "$pidfile" .pid) to load the new config"
       kill "$(cat "$pidfile")"
-      for _ in $(seq 1 20); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.5; done
+      for _ in $(seq 1 20); do kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null || break; sleep 0.5; done
     fi
   done
 fi
@@ -162,3 +182,38 @@ case "$state" in
     tail -n 20 "$LOGS/slurmctld.log" "$LOGS/slurmd.log" >&2 || true
     exit 1 ;;
 esac
+
+# 6. slurmrestd on 127.0.0.1, as an unprivileged user, taking JWT tokens. SLURM_JWT=daemon
+#    makes it talk to slurmctld with the caller's token rather than with munge.
+if ! id -u "$REST_USER" >/dev/null 2>&1; then
+  say "creating the system user $REST_USER (runs slurmrestd)"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$REST_USER"
+fi
+rest_token() { scontrol token username=root lifespan=300 2>/dev/null | sed -n 's/^SLURM_JWT=//p'; }
+rest_answers() {
+  local token
+  token=$(rest_token) || return 1
+  [ -n "$token" ] || return 1
+  curl -fsS -o /dev/null --max-time 5 -H "X-SLURM-USER-NAME: root" \
+    -H "X-SLURM-USER-TOKEN: $token" "http://127.0.0.1:$REST_PORT/slurm/v0.0.38/ping"
+}
+if running "$RUN/slurmrestd.pid"; then
+  say "slurmrestd already running (pid $(cat "$RUN/slurmrestd.pid"))"
+else
+  say "starting slurmrestd on 127.0.0.1:$REST_PORT as $REST_USER (log: $LOGS/slurmrestd.log)"
+  SLURM_JWT=daemon setsid setpriv --reuid="$REST_USER" --regid="$REST_USER" --clear-groups \
+    /usr/sbin/slurmrestd -a rest_auth/jwt -s openapi/v0.0.38 "127.0.0.1:$REST_PORT" \
+    </dev/null >>"$LOGS/slurmrestd.log" 2>&1 &
+  echo $! >"$RUN/slurmrestd.pid"
+fi
+for _ in $(seq 1 30); do
+  rest_answers 2>/dev/null && break
+  sleep 1
+done
+if rest_answers; then
+  say "ready: slurmrestd answers http://127.0.0.1:$REST_PORT/slurm/v0.0.38/ping"
+else
+  say "slurmrestd does not answer on 127.0.0.1:$REST_PORT; last log lines:" >&2
+  tail -n 20 "$LOGS/slurmrestd.log" >&2 || true
+  exit 1
+fi

@@ -1,4 +1,5 @@
-"""The `slurm` backend: submit the job as a Slurm batch job, locally or on a login node over SSH.
+"""The `slurm` backend: submit the job as a Slurm batch job, locally, on a login node over SSH,
+or through slurmrestd (REST API v0.0.38 with a JWT token).
 
 submit() stages the job on a folder the compute nodes can read (by default the job's own
 folder, which is shared on a one-machine cluster), writes a batch script
@@ -23,8 +24,10 @@ Files in the staging folder (on the cluster; the job folder itself by default):
 from __future__ import annotations
 
 import contextlib
+import getpass
 import io
 import json
+import math
 import os
 import re
 import shlex
@@ -32,6 +35,9 @@ import shutil
 import subprocess
 import tarfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -58,6 +64,7 @@ from .slurm_script import (
     CONTAINER_RUNTIMES,
     DROPPED_ENV,
     DROPPED_ENV_PREFIXES,
+    ENV_NAME_RE,
     RUNNER_NAME,
     RUNTIMES,
     SCRIPT_NAME,
@@ -90,6 +97,13 @@ _UNREACHABLE_MARKERS = (
 )
 _MEMORY_MARKERS = ("exceeded memory limit", "exceeded job memory limit", "oom-kill", "oom_kill")
 _UNKNOWN_JOB_MARKERS = ("Invalid job id", "invalid job id")
+REST_API = "/slurm/v0.0.38"
+# A job submitted through slurmrestd gets only the environment it is given (sbatch would
+# pass the submitter's): a plain PATH, then the job's own variables.
+_REST_BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
 
 # Slurm job states (squeue %T / scontrol JobState / sacct State) -> product states.
 _ACTIVE_STATES: dict[str, tuple[JobState, str]] = {
@@ -255,6 +269,95 @@ class SshCommands(LocalCommands):
         return result
 
 
+class SlurmRestUnreachable(Exception):
+    """slurmrestd did not answer (or answered with something that is not its JSON)."""
+
+
+class SlurmRest:
+    """A tiny slurmrestd client (openapi/v0.0.38). The token is read from its source on each
+    call and only ever sent as a header: never logged, never stored in the job's records."""
+
+    def __init__(self, url: str, user: str, token_env: str, token_file: str) -> None:
+        self.url = url.rstrip("/")
+        self.user = user
+        self.token_env = token_env
+        self.token_file = token_file
+        self.where = f"slurmrestd at {self.url}"
+
+    def _token(self) -> str:
+        if self.token_file:
+            try:
+                token = Path(self.token_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise BackendError(
+                    f"The slurmrestd token file {self.token_file} cannot be read ({exc}).",
+                    "Write a token (`scontrol token`) there, or set rest_token_env instead.",
+                ) from exc
+        else:
+            token = os.environ.get(self.token_env, "").strip()
+        # `scontrol token` prints SLURM_JWT=...: accept it pasted as it is.
+        token = token.removeprefix("SLURM_JWT=")
+        if not token:
+            source = f"file {self.token_file}" if self.token_file else f"${self.token_env}"
+            raise BackendError(
+                f"No slurmrestd token in {source}.",
+                "Get one with `scontrol token lifespan=...` on the cluster and put it there.",
+            )
+        return token
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The decoded JSON answer (Slurm puts its errors in it, even with HTTP 4xx/5xx)."""
+        data = json.dumps(body).encode("utf-8") if body is not None else None
+        # rest() accepts only http(s) URLs.
+        request = urllib.request.Request(  # noqa: S310
+            self.url + REST_API + path,
+            data=data,
+            method=method,
+            headers={
+                "X-SLURM-USER-NAME": self.user,
+                "X-SLURM-USER-TOKEN": self._token(),
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=COMMAND_TIMEOUT) as response:  # noqa: S310
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            if exc.code in (401, 403):
+                raise BackendError(
+                    f"{self.where} refused the token for user {self.user} (HTTP {exc.code}).",
+                    "The token may have expired: make a new one (`scontrol token`).",
+                ) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise SlurmRestUnreachable(str(getattr(exc, "reason", exc))) from exc
+        try:
+            answer = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise SlurmRestUnreachable(f"not a JSON answer: {raw[:200]!r}") from exc
+        return answer if isinstance(answer, dict) else {}
+
+
+def rest_errors(answer: dict[str, Any]) -> str:
+    """Slurm's error list as one line ('' when there is none)."""
+    texts = []
+    for error in answer.get("errors") or []:
+        if isinstance(error, dict):
+            parts = [str(error.get(k) or "") for k in ("error", "description")]
+            texts.append(": ".join(part for part in parts if part))
+    return "; ".join(texts)
+
+
+def wait_status_code(status: Any) -> tuple[int | None, int]:
+    """slurmrestd v0.0.38 reports a job's exit_code as a raw wait status: (code, signal)."""
+    if not isinstance(status, int) or isinstance(status, bool):
+        return None, 0
+    if status & 0x7F:
+        return None, status & 0x7F
+    return (status >> 8) & 0xFF, 0
+
+
 # ---------------------------------------------------------------------------- the backend
 
 
@@ -273,6 +376,9 @@ class SlurmBackend(Backend):
       staging_shared     whether staging_dir is the same path on this machine (default: true
                          when submitting locally, false over ssh: files go through ssh)
       host, user, port, key, ssh_options   submit on a login node over ssh
+      rest_url           submit through slurmrestd instead (e.g. http://127.0.0.1:6820);
+                         rest_token_env (default SLURM_JWT) or rest_token_file holds the JWT,
+                         rest_user the user it was made for (default: this user)
       image              apptainer/singularity/pyxis/docker: the image to run (default: the
                          image built for the job); docker://..., a .sif or squashfs path
       container_python   the interpreter inside the image (default: the built image's venv)
@@ -332,6 +438,28 @@ class SlurmBackend(Backend):
         return via == "ssh" or (via == "" and bool(self.options.get("host")))
 
     @property
+    def via_rest(self) -> bool:
+        return bool(self.options.get("rest_url"))
+
+    def rest(self) -> SlurmRest:
+        options = self.options
+        url = str(options.get("rest_url") or "")
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.username:
+            raise ConfigError(
+                f"rest_url={url!r} is not an http(s) URL of slurmrestd.",
+                "Give e.g. http://127.0.0.1:6820 (no user or token in the URL).",
+            )
+        user = str(options.get("rest_user") or "") or getpass.getuser()
+        if not _USER_RE.match(user):
+            raise ConfigError(f"The slurm setting rest_user={user!r} is not a user name.", "")
+        token_env = str(options.get("rest_token_env") or "SLURM_JWT")
+        if not ENV_NAME_RE.match(token_env):
+            raise ConfigError(f"rest_token_env={token_env!r} is not a variable name.", "")
+        token_file = os.path.expanduser(str(options.get("rest_token_file") or ""))
+        return SlurmRest(url, user, token_env, token_file)
+
+    @property
     def staging_shared(self) -> bool:
         value = self.options.get("staging_shared")
         if value is None or value == "" or str(value).lower() == "auto":
@@ -362,6 +490,20 @@ class SlurmBackend(Backend):
         if options.get("venv_path"):
             validate_path(str(options["venv_path"]), "venv_path")
         self.staging_shared  # noqa: B018 - validates staging_shared
+        if self.via_rest:
+            self.rest()
+            if self.over_ssh or not self.staging_shared:
+                raise ConfigError(
+                    "Submitting through slurmrestd needs a staging folder this machine shares "
+                    "with the cluster (files cannot be copied through the REST API).",
+                    "Drop host/submit_via=ssh and set staging_dir to a shared folder.",
+                )
+            if parse_extra_directives(options.get("extra_directives")):
+                raise ConfigError(
+                    "extra_directives cannot be sent through slurmrestd (its API takes job "
+                    "properties, not #SBATCH lines).",
+                    "Drop extra_directives, or submit with sbatch (leave rest_url empty).",
+                )
         if self.over_ssh:
             self._ssh_settings()
             if not options.get("staging_dir"):
@@ -438,11 +580,16 @@ class SlurmBackend(Backend):
         local_root = Path(stage.root) if self.staging_shared else records / "upload"
         if not self.staging_shared:
             shutil.rmtree(local_root, ignore_errors=True)
-        self._write_stage(request, local_root, stage, runtime)
+        job_env = self._write_stage(request, local_root, stage, runtime)
         plan = self._plan(request, stage, runtime, job_dir)
         script = render_batch_script(plan)
         script_path = local_root / "slurm" / "job.sbatch"
         script_path.write_text(script, encoding="utf-8")
+        if self.via_rest:
+            started = time.monotonic()
+            slurm_id = self._rest_submit(script, plan, job_env)
+            self._write_submit_record(records, slurm_id, stage, plan, time.monotonic() - started)
+            return slurm_id
         commands = self.commands()
         if not self.staging_shared:
             self._upload(commands, local_root, stage)
@@ -457,6 +604,12 @@ class SlurmBackend(Backend):
         slurm_id = result.stdout.strip().splitlines()[-1].split(";")[0] if result.stdout else ""
         if not _JOB_ID_RE.match(slurm_id):
             raise BackendError(f"sbatch printed no job id: {result.stdout!r}", "")
+        self._write_submit_record(records, slurm_id, stage, plan, sbatch_seconds)
+        return slurm_id
+
+    def _write_submit_record(
+        self, records: Path, slurm_id: str, stage: StagePaths, plan: BatchPlan, seconds: float
+    ) -> None:
         write_json_atomic(
             records / "submit.json",
             {
@@ -464,18 +617,55 @@ class SlurmBackend(Backend):
                 "stage": stage.root,
                 "staging_shared": self.staging_shared,
                 "over_ssh": self.over_ssh,
-                "runtime": runtime,
+                "rest_url": str(self.options.get("rest_url") or ""),  # never the token
+                "runtime": plan.runtime,
                 "time_limit_seconds": plan.time_seconds,
                 "memory_bytes": plan.memory_bytes,
                 "submitted": time.time(),
-                "sbatch_seconds": round(sbatch_seconds, 3),
+                "sbatch_seconds": round(seconds, 3),
             },
         )
+
+    def _rest_submit(self, script: str, plan: BatchPlan, job_env: dict[str, str]) -> str:
+        """POST the script with the job's settings as properties: the #SBATCH lines in the
+        script are sbatch's business, slurmrestd does not read them."""
+        stage = plan.stage
+        job: dict[str, Any] = {
+            "name": plan.job_name,
+            "current_working_directory": stage.work,
+            "standard_output": stage.log,
+            "standard_error": stage.log,
+            # The values travel as JSON data, never as script text.
+            "environment": {**_REST_BASE_ENV, **job_env},
+        }
+        for setting in ("partition", "account", "qos"):
+            if getattr(plan, setting):
+                job[setting] = getattr(plan, setting)
+        if plan.time_seconds is not None:
+            job["time_limit"] = max(1, math.ceil(plan.time_seconds / 60))
+        if plan.cpus is not None:
+            job["cpus_per_task"] = max(1, math.ceil(plan.cpus))
+        if plan.memory_bytes is not None:
+            job["memory_per_node"] = max(1, math.ceil(plan.memory_bytes / 1024**2))
+        if plan.gpus > 0:
+            typed = f"{plan.gpu_type}:{plan.gpus}" if plan.gpu_type else str(plan.gpus)
+            job["gpus"] = typed
+        rest = self.rest()
+        try:
+            answer = rest.call("POST", "/job/submit", {"script": script, "job": job})
+        except SlurmRestUnreachable as exc:
+            raise BackendError(
+                f"{rest.where} did not answer: {exc}", "Check that slurmrestd is running."
+            ) from exc
+        slurm_id = str(answer.get("job_id") or "")
+        if not _JOB_ID_RE.match(slurm_id):
+            message = rest_errors(answer) or f"no job id in its answer {answer!r}"
+            raise BackendError(f"{rest.where} refused the job: {message}", _sbatch_fix(message))
         return slurm_id
 
     def _write_stage(
         self, request: SubmitRequest, root: Path, stage: StagePaths, runtime: str
-    ) -> None:
+    ) -> dict[str, str]:
         context_dir = Path(request.context.directory)
         for name in (SCRIPT_NAME, RUNNER_NAME):
             if not (context_dir / name).is_file():
@@ -512,6 +702,7 @@ class SlurmBackend(Backend):
             }
         )
         write_env_file(root / "slurm" / "job.env", env)
+        return env
 
     def _plan(
         self, request: SubmitRequest, stage: StagePaths, runtime: str, job_dir: Path
@@ -631,14 +822,32 @@ class SlurmBackend(Backend):
         if final is not None and final.get("backend_id") == backend_id:
             return BackendStatus(JobState(final["state"]), final["reason"], final["exit_code"])
         commands = self.commands()
-        queue = commands.run(["squeue", "--noheader", "--states=all", "--jobs", backend_id,
-                              "--format=%T|%r"])  # fmt: skip
         slurm_state, slurm_reason = "", ""
-        if queue.returncode == 0 and queue.stdout.strip():
-            slurm_state, _, slurm_reason = queue.stdout.strip().splitlines()[0].partition("|")
-            slurm_state = slurm_state.strip().split()[0].rstrip("+")
-        elif queue.returncode != 0 and not _unknown_job(queue):
-            return self._unreachable(job_dir, commands.where, queue.message)
+        rest_found: tuple[str, int | None, int] | None = None
+        if self.via_rest:
+            rest = self.rest()
+            try:
+                answer = rest.call("GET", f"/job/{backend_id}")
+            except SlurmRestUnreachable as exc:
+                return self._unreachable(job_dir, rest.where, str(exc))
+            jobs = [job for job in answer.get("jobs") or [] if isinstance(job, dict)]
+            errors = rest_errors(answer)
+            if jobs:
+                slurm_state = str(jobs[0].get("job_state") or "").split()[0].rstrip("+")
+                slurm_reason = str(jobs[0].get("state_reason") or "")
+                if slurm_state in _TERMINAL_STATES:
+                    code, signal = wait_status_code(jobs[0].get("exit_code"))
+                    rest_found = (slurm_state, code, signal)
+            elif errors and not any(marker in errors for marker in _UNKNOWN_JOB_MARKERS):
+                return self._unreachable(job_dir, rest.where, errors)
+        else:
+            queue = commands.run(["squeue", "--noheader", "--states=all", "--jobs", backend_id,
+                                  "--format=%T|%r"])  # fmt: skip
+            if queue.returncode == 0 and queue.stdout.strip():
+                slurm_state, _, slurm_reason = queue.stdout.strip().splitlines()[0].partition("|")
+                slurm_state = slurm_state.strip().split()[0].rstrip("+")
+            elif queue.returncode != 0 and not _unknown_job(queue):
+                return self._unreachable(job_dir, commands.where, queue.message)
         if slurm_state in _ACTIVE_STATES:
             state, text = _ACTIVE_STATES[slurm_state]
             reason = text
@@ -651,7 +860,7 @@ class SlurmBackend(Backend):
                 {"backend_id": backend_id, "state": state.value, "reason": reason},
             )
             return status
-        found = self._finished_state(commands, backend_id)
+        found = rest_found if self.via_rest else self._finished_state(commands, backend_id)
         if found is None and slurm_state:
             found = (slurm_state, None, 0)
         if found is None:
@@ -823,6 +1032,23 @@ class SlurmBackend(Backend):
         return result.stdout
 
     def cancel(self, backend_id: str, job_dir: Path) -> None:
+        if self.via_rest:
+            rest = self.rest()
+            try:
+                answer = rest.call("DELETE", f"/job/{backend_id}")
+            except SlurmRestUnreachable as exc:
+                raise BackendError(
+                    f"{rest.where} did not answer, so Slurm job {backend_id} was not "
+                    f"cancelled: {exc}",
+                    "Try again once slurmrestd answers, or run scancel yourself.",
+                ) from exc
+            errors = rest_errors(answer)
+            if errors and not any(marker in errors for marker in _UNKNOWN_JOB_MARKERS):
+                raise BackendError(
+                    f"{rest.where} could not cancel Slurm job {backend_id}: {errors}",
+                    "Try again, or run scancel yourself.",
+                )
+            return
         commands = self.commands()
         result = commands.run(["scancel", backend_id])
         if result.returncode != 0 and not _unknown_job(result):
