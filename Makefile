@@ -27,7 +27,8 @@ setup: $(STAMP)
 
 demo: setup
 	$(VENV)/bin/jupyter-cloudpromote submit examples/hello_report.ipynb --backend local --param n_samples=2000 --wait
-	@echo "Outputs:" && $(VENV)/bin/jupyter-cloudpromote list --limit 1 --json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["job_dir"] + "/outputs")'
+	@job=$$($(VENV)/bin/jupyter-cloudpromote list --limit 1 --json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["jobs"][0]["id"])') && \
+	  echo "Outputs of job $$job:" && $(VENV)/bin/jupyter-cloudpromote outputs $$job
 
 services:
 	bash .ci/setup-docker.sh
