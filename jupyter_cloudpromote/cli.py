@@ -37,8 +37,12 @@ def parse_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     return pairs
 
 
-def _add_promotion_arguments(parser: argparse.ArgumentParser, *, submit: bool) -> None:
-    parser.add_argument("notebook", help="path of the .ipynb to promote")
+def add_promotion_arguments(
+    parser: argparse.ArgumentParser, *, submit: bool, notebook_argument: bool = True
+) -> None:
+    """The options shared by preview, submit and %cloud_submit (which finds its notebook)."""
+    if notebook_argument:
+        parser.add_argument("notebook", help="path of the .ipynb to promote")
     parser.add_argument("--backend", help="profile name or backend kind (default: configured)")
     parser.add_argument(
         "--option", action="append", metavar="KEY=VALUE", help="override one profile setting"
@@ -72,7 +76,9 @@ def _add_promotion_arguments(parser: argparse.ArgumentParser, *, submit: bool) -
             "--env", action="append", metavar="NAME=VALUE", help="environment variable for the job"
         )
         parser.add_argument("--force", action="store_true", help="submit despite error findings")
-        parser.add_argument("--wait", action="store_true", help="follow the job until it ends")
+        parser.add_argument(
+            "--wait", action="store_true", help="follow the job until it ends, then report it"
+        )
 
 
 def promotion_options(args: argparse.Namespace) -> PromotionOptions:
@@ -112,12 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     preview = verbs.add_parser(
         "preview", parents=[json_flag], help="show findings, requirements, script, Dockerfile"
     )
-    _add_promotion_arguments(preview, submit=False)
+    add_promotion_arguments(preview, submit=False)
     preview.add_argument("--script", action="store_true", help="also print the script")
     preview.add_argument("--dockerfile", action="store_true", help="also print the Dockerfile")
 
     submit = verbs.add_parser("submit", parents=[json_flag], help="promote and submit a notebook")
-    _add_promotion_arguments(submit, submit=True)
+    add_promotion_arguments(submit, submit=True)
 
     listing = verbs.add_parser("list", parents=[json_flag], help="list jobs, newest first")
     listing.add_argument("--status", action="append", choices=[s.value for s in JobState])

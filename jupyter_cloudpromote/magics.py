@@ -38,7 +38,7 @@ from typing import Any, NoReturn
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.display import display
 
-from .cli import promotion_options, record_text
+from .cli import add_promotion_arguments, promotion_options, record_text
 from .errors import CloudPromoteError, NotebookError
 from .models import JobState
 from .notebook import read_notebook
@@ -93,29 +93,7 @@ class _Parser(argparse.ArgumentParser):
 def submit_parser() -> argparse.ArgumentParser:
     """The options of %cloud_submit: the CLI's `submit` options, with --notebook optional."""
     parser = _Parser(prog="cloud_submit", description="Submit this notebook as a batch job.")
-    parser.add_argument("--backend", help="profile name or backend kind (default: configured)")
-    parser.add_argument(
-        "--option", action="append", metavar="KEY=VALUE", help="override one profile setting"
-    )
-    parser.add_argument("--base-image", help="base image for container builds")
-    parser.add_argument(
-        "--param", action="append", metavar="NAME=VALUE", help="override a parameters-cell value"
-    )
-    parser.add_argument("--cpus", type=float, help="CPUs for the job")
-    parser.add_argument("--memory", help="memory limit, e.g. 4G or 512M")
-    parser.add_argument("--gpus", type=int, default=0, help="GPUs for the job")
-    parser.add_argument("--time", dest="time_limit", help="time limit, e.g. 30m, 2h, 1:30:00")
-    parser.add_argument(
-        "--include", action="append", metavar="PATH", help="file or folder beside the notebook"
-    )
-    parser.add_argument("--kernel", help="kernel whose environment pins the requirements")
-    parser.add_argument(
-        "--env", action="append", metavar="NAME=VALUE", help="environment variable for the job"
-    )
-    parser.add_argument("--force", action="store_true", help="submit despite error findings")
-    parser.add_argument(
-        "--wait", action="store_true", help="block until the job ends, then print its final status"
-    )
+    add_promotion_arguments(parser, submit=True, notebook_argument=False)
     parser.add_argument("--notebook", help="the .ipynb to submit (default: this kernel's)")
     parser.add_argument(
         "--display",

@@ -50,7 +50,7 @@ from ..package import JOB_HOME, JOB_OUTPUT_DIR, RUNNER_NAME, SCRIPT_NAME, _slug
 from ..pricing import CostEstimate, estimate
 from ..resources import parse_duration_seconds, parse_memory_bytes
 from ..runner import TIME_LIMIT_ENV, TIME_LIMIT_EXIT_CODE
-from .base import Backend, SubmitRequest
+from .base import Backend, SubmitRequest, option_bool
 
 JOB_INPUT_DIR = f"{JOB_HOME}/inputs"
 STATE_FILE = "aws-batch.json"
@@ -60,8 +60,6 @@ MIN_ATTEMPT_SECONDS = 60  # AWS Batch refuses shorter attempt durations
 # still uploads its outputs before Batch would kill it.
 STAGING_GRACE_SECONDS = 300
 _TAIL_LINES = 10
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 _QUEUED_STATES = {
     "SUBMITTED": "submitted to AWS Batch",
     "PENDING": "waiting for dependencies (PENDING)",
@@ -78,15 +76,8 @@ def stager_command() -> list[str]:
     return ["python", "-c", code, "python", RUNNER_NAME, SCRIPT_NAME]
 
 
-def _as_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"The setting {name!r} must be true or false, got {value!r}.", "")
+def _bool(value: Any, setting: str) -> bool:
+    return option_bool(value, "aws-batch", setting)
 
 
 def _as_int(value: Any, name: str, low: int, high: int) -> int:

@@ -7,11 +7,14 @@ it, fetch its outputs. States, retries, recording and recovery live in `jobs.py`
 from __future__ import annotations
 
 import abc
+import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..errors import BackendError, ConfigError
 from ..models import BackendStatus, BuildContext, Resources
 from ..pricing import CostEstimate
 
@@ -36,6 +39,60 @@ class SubmitRequest:
     @property
     def outputs_dir(self) -> Path:
         return self.job_dir / "outputs"
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def option_bool(value: Any, kind: str, setting: str) -> bool:
+    """A profile setting that is true or false, as typed in config or with --option."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(
+        f"The {kind} setting {setting!r} must be true or false, got {value!r}.",
+        f"Write --option {setting}=true or --option {setting}=false.",
+    )
+
+
+def stage_working_copy(request: SubmitRequest, root: Path) -> str:
+    """Copy the build context to root/work for a job to run in; return the parameters JSON.
+
+    Build-only files (the CA bundle, a pip config that may hold index credentials, the
+    Dockerfile) are for installing, not for the job to read, so they stay behind.
+    """
+    from ..package import (
+        CA_BUNDLE_NAME,
+        DOCKERFILE_NAME,
+        PIP_CONFIG_NAME,
+        RUNNER_NAME,
+        SCRIPT_NAME,
+    )
+
+    context_dir = Path(request.context.directory)
+    for name in (SCRIPT_NAME, RUNNER_NAME):
+        if not (context_dir / name).is_file():
+            raise BackendError(
+                f"The build context {context_dir} has no {name}.",
+                "Package the notebook again (the context is incomplete).",
+            )
+    try:
+        parameters_json = json.dumps(request.parameters)
+    except (TypeError, ValueError) as exc:
+        raise BackendError(
+            f"The job's parameters cannot be passed as JSON ({exc}).",
+            "Give parameters as numbers, strings, booleans, lists or dicts.",
+        ) from exc
+    build_only = shutil.ignore_patterns(CA_BUNDLE_NAME, PIP_CONFIG_NAME, DOCKERFILE_NAME)
+    shutil.copytree(
+        context_dir, root / "work", dirs_exist_ok=True, symlinks=True, ignore=build_only
+    )
+    return parameters_json
 
 
 class Backend(abc.ABC):

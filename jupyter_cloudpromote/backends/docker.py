@@ -25,7 +25,7 @@ from ..models import JOB_ID_ENV, OUTPUT_DIR_ENV, PARAMETERS_ENV, BackendStatus, 
 from ..package import JOB_OUTPUT_DIR, JOB_UID
 from ..resources import format_duration, parse_duration_seconds, parse_memory_bytes
 from ..runner import TIME_LIMIT_ENV, TIME_LIMIT_EXIT_CODE
-from .base import Backend, SubmitRequest
+from .base import Backend, SubmitRequest, option_bool
 
 CONTAINER_PREFIX = "cloudpromote-"
 JOB_LABEL = "io.cloudpromote.job"
@@ -38,8 +38,6 @@ _LOG_SETTLE_SECONDS = 0.25
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTAINER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _NETWORK_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 
 def info_env(container: Any) -> list[str]:
@@ -54,15 +52,8 @@ def parse_memory(value: str | int) -> int:
     return size
 
 
-def _as_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"The docker option {name!r} must be true or false, got {value!r}.", "")
+def _bool(value: Any, setting: str) -> bool:
+    return option_bool(value, "docker", setting)
 
 
 def _format_bytes(size: int) -> str:
@@ -119,10 +110,10 @@ class DockerBackend(Backend):
                 "Use 'bridge' (default), 'none', 'host' or the name of a Docker network.",
             )
         self.options["network"] = network
-        self.options["remove_container"] = _as_bool(
+        self.options["remove_container"] = _bool(
             self.options.get("remove_container", False), "remove_container"
         )
-        self.options["init"] = _as_bool(self.options.get("init", True), "init")
+        self.options["init"] = _bool(self.options.get("init", True), "init")
 
     @property
     def client(self) -> docker.DockerClient:

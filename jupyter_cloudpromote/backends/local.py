@@ -36,12 +36,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendError, BuildError, ConfigError
+from ..errors import BuildError, ConfigError
 from ..models import BackendStatus, JobState
-from ..package import CA_BUNDLE_NAME, DOCKERFILE_NAME, PIP_CONFIG_NAME
 from ..procs import process_alive, process_start_time
 from ..resources import parse_duration_seconds
-from .base import Backend, SubmitRequest
+from .base import Backend, SubmitRequest, stage_working_copy
 
 SCRIPT_NAME = "job.py"
 RUNNER_NAME = "_cloudpromote_runner.py"
@@ -287,25 +286,7 @@ class LocalBackend(Backend):
         options = {**self.options, **request.options}
         time_limit = request.resources.time_limit
         limit_seconds = parse_duration_seconds(time_limit) if time_limit else None
-        context_dir = Path(request.context.directory)
-        for name in (SCRIPT_NAME, RUNNER_NAME):
-            if not (context_dir / name).is_file():
-                raise BackendError(
-                    f"The build context {context_dir} has no {name}.",
-                    "Package the notebook again (the context is incomplete).",
-                )
-        try:
-            parameters_json = json.dumps(request.parameters)
-        except (TypeError, ValueError) as exc:
-            raise BackendError(
-                f"The job's parameters cannot be passed as JSON ({exc}).",
-                "Give parameters as numbers, strings, booleans, lists or dicts.",
-            ) from exc
-        work = job_dir / "work"
-        # Build-only files stay out of the job's folder: the CA bundle and a pip config that
-        # may hold index credentials are for installing, not for the job to read.
-        build_only = shutil.ignore_patterns(CA_BUNDLE_NAME, PIP_CONFIG_NAME, DOCKERFILE_NAME)
-        shutil.copytree(context_dir, work, dirs_exist_ok=True, symlinks=True, ignore=build_only)
+        parameters_json = stage_working_copy(request, job_dir)
         for folder in ("logs", "outputs", "local"):
             (job_dir / folder).mkdir(parents=True, exist_ok=True)
         for stale in (result_path(job_dir), cancel_marker_path(job_dir), phase_path(job_dir)):

@@ -40,7 +40,7 @@ from ..package import RUNNER_NAME, SCRIPT_NAME, _slug
 from ..pricing import SAGEMAKER_TRAINING_INSTANCES, CostEstimate, estimate, instance_for
 from ..resources import parse_duration_seconds
 from ..staging import INPUT_DIR_ENV
-from .base import Backend, SubmitRequest
+from .base import Backend, SubmitRequest, option_bool
 
 INPUT_CHANNEL = "input"
 SAGEMAKER_INPUT_DIR = f"/opt/ml/input/data/{INPUT_CHANNEL}"
@@ -50,8 +50,6 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 MAX_RUNTIME_SECONDS = 28 * 86400  # SageMaker's own ceiling
 ENV_VALUE_LIMIT = 512  # SageMaker's limit per environment value
 _TAIL_LINES = 10
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 _QUEUED_SECONDARY = {
     "Starting",
     "Pending",
@@ -62,15 +60,8 @@ _QUEUED_SECONDARY = {
 }
 
 
-def _as_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"The sagemaker setting {name!r} must be true or false, got {value!r}.", "")
+def _bool(value: Any, setting: str) -> bool:
+    return option_bool(value, "sagemaker", setting)
 
 
 def _tail(text: str, count: int = _TAIL_LINES) -> str:
@@ -153,7 +144,7 @@ class SageMakerBackend(Backend):
             raise ConfigError("instance_count and volume_size_gb must be at least 1.", "")
         options["instance_count"] = count
         options["volume_size_gb"] = volume
-        options["spot"] = _as_bool(options.get("spot", False), "spot")
+        options["spot"] = _bool(options.get("spot", False), "spot")
         instance_type = option_text(options, "instance_type")
         if instance_type and not instance_type.startswith("ml."):
             raise ConfigError(

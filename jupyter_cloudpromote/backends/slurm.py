@@ -45,14 +45,11 @@ from typing import Any, ClassVar
 from ..errors import BackendError, ConfigError
 from ..models import JOB_ID_ENV, OUTPUT_DIR_ENV, PARAMETERS_ENV, BackendStatus, JobState
 from ..package import (
-    CA_BUNDLE_NAME,
-    DOCKERFILE_NAME,
     JOB_OUTPUT_DIR,
-    PIP_CONFIG_NAME,
     VENV_DIR,
 )
 from ..resources import format_duration, parse_duration_seconds, parse_memory_bytes
-from .base import Backend, SubmitRequest
+from .base import Backend, SubmitRequest, option_bool, stage_working_copy
 from .local import (
     default_venv_cache_dir,
     find_python,
@@ -65,9 +62,7 @@ from .slurm_script import (
     DROPPED_ENV,
     DROPPED_ENV_PREFIXES,
     ENV_NAME_RE,
-    RUNNER_NAME,
     RUNTIMES,
-    SCRIPT_NAME,
     BatchPlan,
     StagePaths,
     job_name_for,
@@ -85,8 +80,6 @@ _HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[?[0-9a-fA
 _USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _SSH_OPTION_RE = re.compile(r"^[A-Za-z]+=[^\s\"'\\]+$")
 _JOB_ID_RE = re.compile(r"^\d+(?:_\d+)?$")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 _UNREACHABLE_MARKERS = (
     "Unable to contact slurm controller",
     "Socket timed out",
@@ -150,15 +143,8 @@ class CommandResult:
         return (self.stderr or self.stdout).strip()
 
 
-def _as_bool(value: Any, setting: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"The slurm setting {setting}={value!r} must be true or false.", "")
+def _bool(value: Any, setting: str) -> bool:
+    return option_bool(value, "slurm", setting)
 
 
 def slurm_exit_code(text: str) -> tuple[int | None, int]:
@@ -464,7 +450,7 @@ class SlurmBackend(Backend):
         value = self.options.get("staging_shared")
         if value is None or value == "" or str(value).lower() == "auto":
             return not self.over_ssh
-        return _as_bool(value, "staging_shared")
+        return _bool(value, "staging_shared")
 
     def validate_options(self) -> None:
         options = self.options
@@ -666,25 +652,7 @@ class SlurmBackend(Backend):
     def _write_stage(
         self, request: SubmitRequest, root: Path, stage: StagePaths, runtime: str
     ) -> dict[str, str]:
-        context_dir = Path(request.context.directory)
-        for name in (SCRIPT_NAME, RUNNER_NAME):
-            if not (context_dir / name).is_file():
-                raise BackendError(
-                    f"The build context {context_dir} has no {name}.",
-                    "Package the notebook again (the context is incomplete).",
-                )
-        try:
-            parameters_json = json.dumps(request.parameters)
-        except (TypeError, ValueError) as exc:
-            raise BackendError(
-                f"The job's parameters cannot be passed as JSON ({exc}).",
-                "Give parameters as numbers, strings, booleans, lists or dicts.",
-            ) from exc
-        work = root / "work"
-        # Build-only files (the CA bundle, a pip config that may hold index credentials)
-        # are for installing, not for the job to read.
-        build_only = shutil.ignore_patterns(CA_BUNDLE_NAME, PIP_CONFIG_NAME, DOCKERFILE_NAME)
-        shutil.copytree(context_dir, work, dirs_exist_ok=True, symlinks=True, ignore=build_only)
+        parameters_json = stage_working_copy(request, root)
         for folder in ("outputs", "logs", "slurm"):
             (root / folder).mkdir(parents=True, exist_ok=True)
         (root / "slurm" / "exit-code").unlink(missing_ok=True)
