@@ -1,5 +1,6 @@
-// Unit tests cover the parts with no JupyterLab runtime dependency: the API client and
-// the jobs model. They run as CommonJS through ts-jest; the widgets are covered by the
+// Unit tests cover the logic that needs no JupyterLab runtime: the API client, the jobs
+// model, requirement editing and the panel's keyboard helper (its JupyterLab imports are
+// stubbed). They run as CommonJS through ts-jest; the widgets themselves are covered by the
 // real-browser tests in ../tests/test_lab_browser.py.
 module.exports = {
   testEnvironment: 'node',

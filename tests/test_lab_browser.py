@@ -373,6 +373,35 @@ def test_promote_notebook_in_browser_runs_to_succeeded(page: Any, lab: dict[str,
     page.get_by_role("tab", name="Files").click()
     page.get_by_label("Promoted files").get_by_text("requirements.txt").wait_for()
     page.screenshot(path=str(SCREENSHOTS / "07-panel-files.png"))
+    # The detail tabs follow the WAI-ARIA tabs pattern: only the selected tab is in the
+    # Tab order, and the arrow keys move to (and select) the next tab.
+    tabs = page.get_by_role("tablist", name="Job details")
+    logs_tab = tabs.get_by_role("tab", name="Logs")
+    outputs_tab = tabs.get_by_role("tab", name="Outputs")
+    logs_tab.click()
+    assert logs_tab.get_attribute("aria-selected") == "true"
+    assert [t.get_attribute("tabindex") for t in tabs.get_by_role("tab").all()] == [
+        "0",
+        "-1",
+        "-1",
+        "-1",
+    ]
+    logs_tab.focus()
+    page.keyboard.press("ArrowRight")
+    assert outputs_tab.get_attribute("aria-selected") == "true"
+    assert logs_tab.get_attribute("aria-selected") == "false"
+    assert outputs_tab.evaluate("el => el === document.activeElement")
+    assert outputs_tab.get_attribute("tabindex") == "0"
+    panel_id = outputs_tab.get_attribute("aria-controls")
+    assert page.locator(f"#{panel_id}").is_visible()
+    page.get_by_label("Output files").get_by_text("result.txt").wait_for()
+    page.keyboard.press("End")
+    history_tab = tabs.get_by_role("tab", name="History")
+    assert history_tab.get_attribute("aria-selected") == "true"
+    assert history_tab.evaluate("el => el === document.activeElement")
+    page.keyboard.press("ArrowRight")  # wraps around to the first tab
+    assert logs_tab.get_attribute("aria-selected") == "true"
+    assert logs_tab.evaluate("el => el === document.activeElement")
     # The job was packaged with exactly the edited requirement lines.
     artifacts = {a["name"]: a["text"] for a in _api(lab, "GET", f"jobs/{job_id}")["artifacts"]}
     assert artifacts["requirements"].splitlines() == edited_lines
@@ -397,6 +426,13 @@ def test_cancel_long_job_from_panel(page: Any, lab: dict[str, Any]) -> None:
     assert "sleeper.ipynb" in _job_row(page, job_id).inner_text()
     _wait_for_status(page, lab, job_id, "running")
     page.screenshot(path=str(SCREENSHOTS / "09-panel-running.png"))
+    # At the default sidebar width the filter selects show their whole label ("All
+    # backends", not "All backend"): each is at least as wide as its text plus padding.
+    panel = _open_panel(page)
+    panel.screenshot(path=str(SCREENSHOTS / "09b-panel-filters.png"))
+    for label in ("Filter by status", "Filter by backend"):
+        fits = page.get_by_label(label).evaluate(_SELECT_FITS_JS)
+        assert fits["text"] <= fits["room"], (label, fits)
     page.get_by_role("button", name=f"Cancel job {job_id}").click()
     _wait_for_status(page, lab, job_id, "cancelled")
     page.screenshot(path=str(SCREENSHOTS / "10-panel-cancelled.png"))
@@ -407,6 +443,17 @@ def test_cancel_long_job_from_panel(page: Any, lab: dict[str, Any]) -> None:
     assert all(s == "cancelled" for s in rows.evaluate_all("r => r.map(e => e.dataset.status)"))
 
     assert _ours(page.cloudpromote_errors) == []
+
+
+# Width of a select's shown option text against the room its box leaves for it.
+_SELECT_FITS_JS = """el => {
+  const style = getComputedStyle(el);
+  const ctx = document.createElement('canvas').getContext('2d');
+  ctx.font = style.font;
+  const text = ctx.measureText(el.options[el.selectedIndex].text).width;
+  const room = el.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return { text, room };
+}"""
 
 
 # --- theme, finding navigation, the magic's widget ------------------------------------------

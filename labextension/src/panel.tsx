@@ -271,9 +271,37 @@ function JobRow(props: {
 
 type DetailTab = 'logs' | 'outputs' | 'files' | 'history';
 
+/**
+ * The tab a key moves to in a horizontal WAI-ARIA tab list of `count` tabs, from the
+ * tab at `index`: ArrowLeft/ArrowRight wrap around, Home and End go to the ends.
+ * Undefined for any other key (the event is then left alone).
+ */
+export function tabKeyTarget(
+  key: string,
+  index: number,
+  count: number
+): number | undefined {
+  if (count <= 0) {
+    return undefined;
+  }
+  switch (key) {
+    case 'ArrowRight':
+      return (index + 1) % count;
+    case 'ArrowLeft':
+      return (index - 1 + count) % count;
+    case 'Home':
+      return 0;
+    case 'End':
+      return count - 1;
+    default:
+      return undefined;
+  }
+}
+
 function JobDetails(props: IPanelOptions & { job: Job }): JSX.Element {
   const { job, client, model } = props;
   const [tab, setTab] = useState<DetailTab>('logs');
+  const tabListRef = useRef<HTMLDivElement>(null);
   const [busy, setBusy] = useState(false);
   const terminal = isTerminal(job.status);
 
@@ -317,6 +345,28 @@ function JobDetails(props: IPanelOptions & { job: Job }): JSX.Element {
     { id: 'files', label: 'Files' },
     { id: 'history', label: 'History' }
   ];
+
+  // Roving tabindex: only the selected tab is in the Tab order; the arrow keys, Home
+  // and End move between tabs and activate the one they land on.
+  const onTabKey = (event: React.KeyboardEvent) => {
+    // From the focused tab (normally the selected one, as focus activates).
+    const focused = (event.target as HTMLElement).closest('[role="tab"]');
+    let index = tabs.findIndex(
+      item => focused?.id === `cloudpromote-tab-${item.id}`
+    );
+    if (index < 0) {
+      index = tabs.findIndex(item => item.id === tab);
+    }
+    const next = tabKeyTarget(event.key, index, tabs.length);
+    if (next === undefined) {
+      return;
+    }
+    event.preventDefault();
+    setTab(tabs[next].id);
+    tabListRef.current
+      ?.querySelector<HTMLElement>(`#cloudpromote-tab-${tabs[next].id}`)
+      ?.focus();
+  };
 
   return (
     <section className="jp-CloudPromote-details" aria-label={`Job ${job.id}`}>
@@ -364,17 +414,22 @@ function JobDetails(props: IPanelOptions & { job: Job }): JSX.Element {
         </button>
       </div>
       <div
+        ref={tabListRef}
         className="jp-CloudPromote-tabs"
         role="tablist"
         aria-label="Job details"
+        aria-orientation="horizontal"
+        onKeyDown={onTabKey}
       >
         {tabs.map(item => (
           <button
             key={item.id}
+            type="button"
             role="tab"
             id={`cloudpromote-tab-${item.id}`}
             aria-selected={tab === item.id}
             aria-controls={`cloudpromote-tabpanel-${item.id}`}
+            tabIndex={tab === item.id ? 0 : -1}
             className={`jp-CloudPromote-tab${tab === item.id ? ' jp-mod-active' : ''}`}
             onClick={() => setTab(item.id)}
           >
@@ -382,27 +437,35 @@ function JobDetails(props: IPanelOptions & { job: Job }): JSX.Element {
           </button>
         ))}
       </div>
-      <div
-        role="tabpanel"
-        id={`cloudpromote-tabpanel-${tab}`}
-        aria-labelledby={`cloudpromote-tab-${tab}`}
-        className="jp-CloudPromote-tabPanel"
-      >
-        {tab === 'logs' && (
-          <LogsView job={job} client={client} follow={props.followLogs} />
-        )}
-        {tab === 'outputs' && (
-          <OutputsView
-            job={job}
-            client={client}
-            openOutput={props.openOutput}
-          />
-        )}
-        {tab === 'files' && (
-          <FilesView job={job} client={client} openText={props.openText} />
-        )}
-        {tab === 'history' && <HistoryView job={job} />}
-      </div>
+      {/* One panel per tab so every aria-controls resolves; only the selected one is
+          shown and rendered (the others would fetch logs and files for nothing). */}
+      {tabs.map(item => (
+        <div
+          key={item.id}
+          role="tabpanel"
+          id={`cloudpromote-tabpanel-${item.id}`}
+          aria-labelledby={`cloudpromote-tab-${item.id}`}
+          className="jp-CloudPromote-tabPanel"
+          hidden={tab !== item.id}
+        >
+          {tab === item.id && item.id === 'logs' && (
+            <LogsView job={job} client={client} follow={props.followLogs} />
+          )}
+          {tab === item.id && item.id === 'outputs' && (
+            <OutputsView
+              job={job}
+              client={client}
+              openOutput={props.openOutput}
+            />
+          )}
+          {tab === item.id && item.id === 'files' && (
+            <FilesView job={job} client={client} openText={props.openText} />
+          )}
+          {tab === item.id && item.id === 'history' && (
+            <HistoryView job={job} />
+          )}
+        </div>
+      ))}
     </section>
   );
 }
