@@ -20,9 +20,7 @@ import base64
 import hashlib
 import json
 import math
-import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -132,6 +130,7 @@ class AwsBatchBackend(Backend):
         }
     )
     needs_image = True
+    log_poll_seconds = 2.0  # CloudWatch: every poll is an API call
     install_hint = INSTALL_HINT
     default_options: ClassVar[dict[str, Any]] = {
         "region": "",  # empty: the standard chain's region (AWS_DEFAULT_REGION, config)
@@ -546,21 +545,6 @@ class AwsBatchBackend(Backend):
             state["logs_final"] = True
             self._save_state(job_dir, state)
         return text
-
-    def follow_logs(self, backend_id: str, job_dir: Path) -> Iterator[str]:
-        """CloudWatch is polled every 2 s (each poll costs API calls)."""
-        sent = 0
-        while True:
-            text = self.logs(backend_id, job_dir)
-            if len(text) > sent:
-                yield text[sent:]
-                sent = len(text)
-            if self.status(backend_id, job_dir).state.terminal:
-                text = self.logs(backend_id, job_dir)
-                if len(text) > sent:
-                    yield text[sent:]
-                return
-            time.sleep(2)
 
     # --- cancel and outputs ---------------------------------------------------------------
 

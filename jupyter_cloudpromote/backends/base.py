@@ -109,6 +109,8 @@ class Backend(abc.ABC):
     needs_image: ClassVar[bool] = False
     #: pip requirement that makes this backend available, shown when it is not
     install_hint: ClassVar[str] = ""
+    #: seconds between polls when following logs (each poll may cost remote API calls)
+    log_poll_seconds: ClassVar[float] = 0.5
     #: default settings of a profile of this kind; profiles and --option override them
     default_options: ClassVar[dict[str, Any]] = {}
 
@@ -151,7 +153,7 @@ class Backend(abc.ABC):
                 if len(text) > sent:
                     yield text[sent:]
                 return
-            time.sleep(0.5)
+            time.sleep(self.log_poll_seconds)
 
     @abc.abstractmethod
     def cancel(self, backend_id: str, job_dir: Path) -> None:
