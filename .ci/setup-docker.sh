@@ -16,6 +16,9 @@ if [ "$(id -u)" != 0 ]; then
   say "must run as root (installs packages and starts dockerd)" >&2
   exit 1
 fi
+# dockerd keeps the working directory it starts in: start it from / so it outlives the
+# checkout that ran this script.
+cd /
 
 # 1. Packages.
 missing=()

@@ -32,6 +32,9 @@ if [ "$(id -u)" != 0 ]; then
   say "must run as root (installs packages and starts munged, slurmctld, slurmd)" >&2
   exit 1
 fi
+# Daemons keep the working directory they start in: start them from / so they outlive the
+# checkout that ran this script (slurmrestd fails every request once its cwd is gone).
+cd /
 
 # 1. Packages.
 missing=()
@@ -197,6 +200,12 @@ rest_answers() {
   curl -fsS -o /dev/null --max-time 5 -H "X-SLURM-USER-NAME: root" \
     -H "X-SLURM-USER-TOKEN: $token" "http://127.0.0.1:$REST_PORT/slurm/v0.0.38/ping"
 }
+if running "$RUN/slurmrestd.pid" && [[ "$(readlink "/proc/$(cat "$RUN/slurmrestd.pid")/cwd")" == *"(deleted)" ]]; then
+  # Started from a checkout that is gone since: it would fail every submission.
+  say "restarting slurmrestd (its working directory was deleted)"
+  kill "$(cat "$RUN/slurmrestd.pid")" 2>/dev/null || true
+  sleep 1
+fi
 if running "$RUN/slurmrestd.pid"; then
   say "slurmrestd already running (pid $(cat "$RUN/slurmrestd.pid"))"
 else
