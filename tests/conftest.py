@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import platform
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
+
+import jupyter_cloudpromote.runner
+from jupyter_cloudpromote.models import BuildContext
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = REPO_ROOT.parent / "shared" / "corpus"
@@ -91,3 +96,34 @@ def make_notebook(
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
     return path
+
+
+def make_job_context(
+    root: Path,
+    script: str,
+    requirements: list[str] | None = None,
+    *,
+    python_version: str = platform.python_version(),
+    notebook_name: str = "example",
+) -> BuildContext:
+    """A build context made by hand (script, requirements, runner, one data file), for
+    backend tests that should not depend on the package stage."""
+    directory = root / "context"
+    directory.mkdir(parents=True)
+    (directory / "job.py").write_text(textwrap.dedent(script), "utf-8")
+    requirements = requirements or []
+    (directory / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
+    runner = Path(jupyter_cloudpromote.runner.__file__).read_text("utf-8")
+    (directory / "_cloudpromote_runner.py").write_text(runner, "utf-8")
+    (directory / "data.txt").write_text("included file\n")
+    return BuildContext(
+        directory=directory,
+        files=sorted(p.name for p in directory.iterdir()),
+        content_hash="0" * 64,
+        dependency_hash="1" * 64,
+        dockerfile="",
+        requirements=requirements,
+        base_image="",
+        python_version=python_version,
+        notebook_name=notebook_name,
+    )

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-import jupyter_cloudpromote.runner
 from jupyter_cloudpromote.backends.base import SubmitRequest
 from jupyter_cloudpromote.backends.local import (
     LocalBackend,
@@ -30,6 +29,8 @@ from jupyter_cloudpromote.errors import BackendError, ConfigError
 from jupyter_cloudpromote.models import BackendStatus, BuildContext, JobState, Resources
 from jupyter_cloudpromote.venvs import inspect_interpreter, requirements_hash
 
+from .conftest import make_job_context
+
 NO_SUCH_PACKAGE = "cloudpromote-no-such-package-zz"
 DEADLINE_SECONDS = 240.0  # generous: a shared 2-core machine, maybe a cold package download
 
@@ -41,33 +42,6 @@ DEADLINE_SECONDS = 240.0  # generous: a shared 2-core machine, maybe a cold pack
 def venv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shared by the module's jobs, as the real cache is shared by a user's jobs."""
     return tmp_path_factory.mktemp("venvs")
-
-
-def make_context(
-    root: Path,
-    script: str,
-    requirements: list[str] | None = None,
-    python_version: str = platform.python_version(),
-) -> BuildContext:
-    directory = root / "context"
-    directory.mkdir(parents=True)
-    (directory / "job.py").write_text(textwrap.dedent(script), "utf-8")
-    requirements = requirements or []
-    (directory / "requirements.txt").write_text("".join(f"{r}\n" for r in requirements))
-    runner = Path(jupyter_cloudpromote.runner.__file__).read_text("utf-8")
-    (directory / "_cloudpromote_runner.py").write_text(runner, "utf-8")
-    (directory / "data.txt").write_text("included file\n")
-    return BuildContext(
-        directory=directory,
-        files=sorted(p.name for p in directory.iterdir()),
-        content_hash="0" * 64,
-        dependency_hash="1" * 64,
-        dockerfile="",
-        requirements=requirements,
-        base_image="",
-        python_version=python_version,
-        notebook_name="example",
-    )
 
 
 def make_request(
@@ -125,7 +99,7 @@ def group_gone(pgid: int) -> bool:
 
 
 def test_invalid_time_limit_is_refused_before_anything_starts(tmp_path: Path) -> None:
-    context = make_context(tmp_path, "print('never')\n")
+    context = make_job_context(tmp_path, "print('never')\n")
     request = make_request(tmp_path, context, time_limit="soon")
     with pytest.raises(ConfigError, match="Invalid time limit 'soon'"):
         LocalBackend("local").submit(request)
@@ -133,7 +107,7 @@ def test_invalid_time_limit_is_refused_before_anything_starts(tmp_path: Path) ->
 
 
 def test_incomplete_context_is_refused(tmp_path: Path) -> None:
-    context = make_context(tmp_path, "print('x')\n")
+    context = make_job_context(tmp_path, "print('x')\n")
     (context.directory / "_cloudpromote_runner.py").unlink()
     with pytest.raises(BackendError, match=r"has no _cloudpromote_runner\.py"):
         LocalBackend("local").submit(make_request(tmp_path, context))
@@ -211,7 +185,7 @@ def test_job_succeeds_prints_writes_outputs_and_gets_parameters(
         with open(os.path.join(out, "result.json"), "w") as handle:
             json.dump({"alpha": alpha}, handle)
     """
-    context = make_context(tmp_path, script, ["six==1.17.0"])
+    context = make_job_context(tmp_path, script, ["six==1.17.0"])
     request = make_request(
         tmp_path, context, parameters={"alpha": 42}, env={"GREETING": "hello there"}
     )
@@ -245,7 +219,7 @@ def test_job_survives_the_submitting_process(tmp_path: Path, venv_cache: Path) -
         open(os.path.join(os.environ["CLOUDPROMOTE_OUTPUT_DIR"], "done.txt"), "w").write("ok")
         print("finished")
     """
-    make_context(tmp_path, script)
+    make_job_context(tmp_path, script)
     submitter = textwrap.dedent(
         """
         import sys
@@ -294,7 +268,7 @@ def test_failing_script_reports_exit_code_and_last_lines(tmp_path: Path, venv_ca
         print("about to fail", file=sys.stderr)
         sys.exit(3)
     """
-    request = make_request(tmp_path, make_context(tmp_path, script))
+    request = make_request(tmp_path, make_job_context(tmp_path, script))
     backend = backend_for(venv_cache)
     backend_id = backend.submit(request)
     status = wait_terminal(backend, backend_id, request.job_dir)
@@ -306,7 +280,7 @@ def test_failing_script_reports_exit_code_and_last_lines(tmp_path: Path, venv_ca
 
 @pytest.mark.slow
 def test_uncaught_exception_fails_with_the_traceback(tmp_path: Path, venv_cache: Path) -> None:
-    request = make_request(tmp_path, make_context(tmp_path, "ratio = 1 / 0\n"))
+    request = make_request(tmp_path, make_job_context(tmp_path, "ratio = 1 / 0\n"))
     backend = backend_for(venv_cache)
     backend_id = backend.submit(request)
     status = wait_terminal(backend, backend_id, request.job_dir)
@@ -326,7 +300,7 @@ def test_cancel_stops_the_whole_process_group(tmp_path: Path, venv_cache: Path) 
             handle.write(f"{os.getpgid(0)} {child.pid}")
         time.sleep(600)
     """
-    request = make_request(tmp_path, make_context(tmp_path, script))
+    request = make_request(tmp_path, make_job_context(tmp_path, script))
     backend = backend_for(venv_cache, cancel_grace_seconds="1")
     backend_id = backend.submit(request)
     pids = request.outputs_dir / "pids.txt"
@@ -352,7 +326,7 @@ def test_cancel_while_the_environment_is_building(tmp_path: Path, venv_cache: Pa
     lock = os.open(cache / f"{key}.lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        request = make_request(tmp_path, make_context(tmp_path, "print('never runs')\n"))
+        request = make_request(tmp_path, make_job_context(tmp_path, "print('never runs')\n"))
         backend = backend_for(cache)
         backend_id = backend.submit(request)
         wait_for(lambda: "Waiting for another job" in build_logs(request.job_dir), "the build")
@@ -373,7 +347,7 @@ def test_time_limit_stops_the_job(tmp_path: Path, venv_cache: Path) -> None:
         print("started, sleeping", flush=True)
         time.sleep(600)
     """
-    request = make_request(tmp_path, make_context(tmp_path, script), time_limit="2s")
+    request = make_request(tmp_path, make_job_context(tmp_path, script), time_limit="2s")
     backend = backend_for(venv_cache)
     backend_id = backend.submit(request)
     status = wait_terminal(backend, backend_id, request.job_dir)
@@ -391,7 +365,7 @@ def test_killed_runner_is_reported_and_its_job_stopped(tmp_path: Path, venv_cach
             f.write(str(os.getpgid(0)))
         time.sleep(600)
     """
-    request = make_request(tmp_path, make_context(tmp_path, script))
+    request = make_request(tmp_path, make_job_context(tmp_path, script))
     backend = backend_for(venv_cache)
     backend_id = backend.submit(request)
     pgid_file = request.outputs_dir / "pgid"
@@ -417,7 +391,7 @@ def test_runner_stopped_with_sigterm_stops_the_job_and_says_so(
         print("working", flush=True)
         time.sleep(600)
     """
-    request = make_request(tmp_path, make_context(tmp_path, script))
+    request = make_request(tmp_path, make_job_context(tmp_path, script))
     backend = backend_for(venv_cache)
     backend_id = backend.submit(request)
     pgid_file = request.outputs_dir / "pgid"
@@ -432,7 +406,7 @@ def test_runner_stopped_with_sigterm_stops_the_job_and_says_so(
 
 @pytest.mark.slow
 def test_unknown_requirement_fails_naming_it(tmp_path: Path, venv_cache: Path) -> None:
-    context = make_context(tmp_path, "print('never runs')\n", [f"{NO_SUCH_PACKAGE}==1.0"])
+    context = make_job_context(tmp_path, "print('never runs')\n", [f"{NO_SUCH_PACKAGE}==1.0"])
     request = make_request(tmp_path, context)
     backend = backend_for(venv_cache)
     backend_id = backend.submit(request)
@@ -447,7 +421,7 @@ def test_unknown_requirement_fails_naming_it(tmp_path: Path, venv_cache: Path) -
 
 @pytest.mark.slow
 def test_kernel_python_not_found_fails_with_the_fix(tmp_path: Path, venv_cache: Path) -> None:
-    context = make_context(tmp_path, "print('never runs')\n", python_version="3.99.1")
+    context = make_job_context(tmp_path, "print('never runs')\n", python_version="3.99.1")
     request = make_request(tmp_path, context)
     backend = backend_for(venv_cache)
     backend_id = backend.submit(request)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,17 +21,16 @@ from typing import Any
 
 import pytest
 
-import jupyter_cloudpromote.runner
 from jupyter_cloudpromote.backends.base import SubmitRequest
 from jupyter_cloudpromote.backends.slurm import SlurmBackend
 from jupyter_cloudpromote.backends.slurm_script import read_env_file
 from jupyter_cloudpromote.config import CloudPromote
 from jupyter_cloudpromote.jobs import JobManager
-from jupyter_cloudpromote.models import BackendStatus, BuildContext, JobState, PromotionOptions
+from jupyter_cloudpromote.models import BackendStatus, JobState, PromotionOptions
 from jupyter_cloudpromote.models import Resources as Res
 from jupyter_cloudpromote.venvs import ensure_venv
 
-from .conftest import make_notebook, require
+from .conftest import make_job_context, make_notebook, require
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -77,27 +74,6 @@ def venv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("slurm-venvs")
 
 
-def make_context(root: Path, script: str) -> BuildContext:
-    directory = root / "context"
-    directory.mkdir(parents=True)
-    (directory / "job.py").write_text(textwrap.dedent(script), "utf-8")
-    (directory / "requirements.txt").write_text("")
-    runner = Path(jupyter_cloudpromote.runner.__file__).read_text("utf-8")
-    (directory / "_cloudpromote_runner.py").write_text(runner, "utf-8")
-    (directory / "data.txt").write_text("included file\n")
-    return BuildContext(
-        directory=directory,
-        files=sorted(p.name for p in directory.iterdir()),
-        content_hash="0" * 64,
-        dependency_hash="1" * 64,
-        dockerfile="",
-        requirements=[],
-        base_image="",
-        python_version=platform.python_version(),
-        notebook_name="example.ipynb",
-    )
-
-
 def submit(
     root: Path,
     backend: SlurmBackend,
@@ -111,7 +87,7 @@ def submit(
     request = SubmitRequest(
         job_id=re.sub(r"[^a-z0-9]", "", root.name.lower())[-12:] or "job",
         job_dir=root / "job",
-        context=make_context(root, script),
+        context=make_job_context(root, script, notebook_name="example.ipynb"),
         image=None,
         resources=resources or Res(),
         parameters=parameters or {},
