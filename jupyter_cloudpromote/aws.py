@@ -255,6 +255,18 @@ def s3_join(bucket: str, *parts: str) -> str:
     return "s3://" + "/".join([bucket, *cleaned]) + "/"
 
 
+def stage_job_input(options: dict[str, Any], bucket: str, job_root: list[str]) -> str:
+    """The `input` setting made readable by the job under s3://bucket/<job root>/inputs/
+    (uploaded when local, passed through when already remote); "" when there is none."""
+    source = option_text(options, "input")
+    if not source:
+        return ""
+    from .staging import stage_input  # fsspec and s3fs load only for jobs with an input
+
+    destination = s3_join(bucket, *job_root, "inputs")
+    return stage_input(source, destination, storage_options(options)).uri
+
+
 # --- errors -----------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .backends.registry import backend_info, known_kinds
+from .backends.registry import backends_report
 from .errors import CloudPromoteError
 from .jobs import JobManager
 from .models import JobRecord, JobState, PromotionOptions, Resources
@@ -303,32 +303,16 @@ def _logs(manager: JobManager, args: argparse.Namespace, console: _Console) -> i
 
 def _backends(manager: JobManager, console: _Console) -> int:
     settings = manager.settings
-    kinds = sorted(set(known_kinds()) | {p.get("kind", n) for n, p in settings.profiles.items()})
-    infos = {kind: backend_info(kind) for kind in kinds}
-    profiles = [
-        {"name": kind, "kind": kind, "configured": False, "settings": {}} for kind in known_kinds()
-    ] + [
-        {
-            "name": name,
-            "kind": profile.get("kind", name),
-            "configured": True,
-            "settings": {k: v for k, v in profile.items() if k != "kind"},
-        }
-        for name, profile in sorted(settings.profiles.items())
-    ]
-    data = {
-        "default": settings.default_backend,
-        "profiles": profiles,
-        "backends": [info.to_dict() for info in infos.values()],
-    }
+    data = backends_report(settings.default_backend, settings.profiles)
     human = [f"default: {settings.default_backend}"]
-    for info in infos.values():
-        state = "available" if info.available else "unavailable"
-        human.append(f"{info.kind:<12} {state:<12} {info.description or info.message}")
-        if not info.available and info.message:
-            human.append(f"{'':<12} {info.message}")
-    for name, profile in sorted(settings.profiles.items()):
-        human.append(f"profile {name!r}: kind {profile.get('kind', name)}")
+    for info in data["backends"]:
+        state = "available" if info["available"] else "unavailable"
+        human.append(f"{info['kind']:<12} {state:<12} {info['description'] or info['message']}")
+        if not info["available"] and info["message"]:
+            human.append(f"{'':<12} {info['message']}")
+    for profile in data["profiles"]:
+        if profile["configured"]:
+            human.append(f"profile {profile['name']!r}: kind {profile['kind']}")
     console.emit(data, "\n".join(human))
     return EXIT_OK
 

@@ -50,6 +50,14 @@ def _new_job_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _keep_env(job_dir: Path, env: dict[str, str]) -> None:
+    """Env values for the job and for rerun, readable by the owner only (they may be secrets)."""
+    if env:
+        env_file = job_dir / SUBMIT_ENV
+        env_file.touch(mode=0o600)
+        env_file.write_text(json.dumps(env, sort_keys=True), encoding="utf-8")
+
+
 def owner_stamp(role: str = "process") -> dict[str, Any]:
     """Who prepares a job until a backend has it: pid plus start time (pid reuse), host."""
     pid = os.getpid()
@@ -180,11 +188,7 @@ class JobManager:
         job_dir = self.settings.jobs_dir / job_id
         (job_dir / "logs").mkdir(parents=True, exist_ok=True)
         (job_dir / "outputs").mkdir(exist_ok=True)
-        if options.env:
-            env_file = job_dir / SUBMIT_ENV
-            env_file.touch(mode=0o600)
-            env_file.write_text(json.dumps(options.env, sort_keys=True), encoding="utf-8")
-        now = time.time()
+        _keep_env(job_dir, options.env)
         spec: dict[str, Any] = {
             "options": dict(options.options),
             "parameters": promotion.parameters,
@@ -196,18 +200,27 @@ class JobManager:
             "force": options.force,
             "owner": owner_stamp(self.owner_role),
         }
+        return self._record_new(
+            job_id, str(promotion.notebook_path), backend.profile, backend.kind, spec, "submitted"
+        )
+
+    def _record_new(
+        self, job_id: str, notebook: str, profile: str, kind: str, spec: dict[str, Any], reason: str
+    ) -> JobRecord:
+        """A pending job in the store, with its folder under jobs_dir."""
+        now = time.time()
         record = JobRecord(
             id=job_id,
-            notebook=str(promotion.notebook_path),
-            backend=backend.profile,
-            backend_kind=backend.kind,
+            notebook=notebook,
+            backend=profile,
+            backend_kind=kind,
             state=JobState.PENDING,
             created=now,
             updated=now,
-            job_dir=str(job_dir),
+            job_dir=str(self.settings.jobs_dir / job_id),
             spec=spec,
         )
-        return self.store.create(record, reason="submitted")
+        return self.store.create(record, reason=reason)
 
     def _package(self, record: JobRecord, promotion: Promotion) -> BuildContext:
         from .package import make_build_context
@@ -487,23 +500,10 @@ class JobManager:
         env: dict[str, str] = {}
         if (old_dir / SUBMIT_ENV).is_file():
             env = json.loads((old_dir / SUBMIT_ENV).read_text(encoding="utf-8"))
-            (job_dir / SUBMIT_ENV).touch(mode=0o600)
-            (job_dir / SUBMIT_ENV).write_text(json.dumps(env, sort_keys=True), encoding="utf-8")
-        now = time.time()
+            _keep_env(job_dir, env)
         spec = {**old.spec, "rerun_of": old.id, "owner": owner_stamp(self.owner_role)}
-        record = self.store.create(
-            JobRecord(
-                id=job_id_new,
-                notebook=old.notebook,
-                backend=old.backend,
-                backend_kind=old.backend_kind,
-                state=JobState.PENDING,
-                created=now,
-                updated=now,
-                job_dir=str(job_dir),
-                spec=spec,
-            ),
-            reason=f"rerun of {old.id}",
+        record = self._record_new(
+            job_id_new, old.notebook, old.backend, old.backend_kind, spec, f"rerun of {old.id}"
         )
         progress(f"job {record.id} created as a rerun of {old.id}")
 

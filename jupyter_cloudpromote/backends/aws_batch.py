@@ -38,6 +38,7 @@ from ..aws import (
     region_of,
     require_option,
     s3_join,
+    stage_job_input,
     storage_options,
     translate_error,
     validate_common_options,
@@ -323,7 +324,6 @@ class AwsBatchBackend(Backend):
 
     def submit(self, request: SubmitRequest) -> str:
         from ..registry_push import push_for_backend
-        from ..staging import stage_input
 
         bucket = option_text(self.options, "bucket")
         prefix = option_text(self.options, "prefix")
@@ -337,13 +337,7 @@ class AwsBatchBackend(Backend):
             self.options,
             progress=lambda line: None,
         )
-        input_uri = ""
-        source = option_text(self.options, "input")
-        if source:
-            staged = stage_input(
-                source, s3_join(bucket, *job_root, "inputs"), storage_options(self.options)
-            )
-            input_uri = staged.uri
+        input_uri = stage_job_input(self.options, bucket, job_root)
         env = self.job_environment(request, output_uri, input_uri)
         definition = self.ensure_job_definition(image)
         arguments = self.submit_request(request, definition, env)

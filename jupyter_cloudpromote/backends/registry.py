@@ -7,6 +7,7 @@ breaking the others.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
@@ -99,3 +100,38 @@ def create_backend(kind: str, profile: str, options: dict[str, Any]) -> Backend:
     backend = cls(profile, options)
     backend.validate_options()
     return backend
+
+
+_SECRET_SETTING = re.compile(r"token|secret|password|passwd|credential|key", re.IGNORECASE)
+
+
+def backends_report(
+    default: str, profiles: dict[str, dict[str, Any]], *, redact: bool = False
+) -> dict[str, Any]:
+    """Every backend kind with its availability, and the configured profiles (what the CLI's
+    `backends` and the server's GET backends show). `redact` hides secret-looking settings."""
+
+    def shown(settings: dict[str, Any]) -> dict[str, Any]:
+        plain = {k: v for k, v in settings.items() if k != "kind"}
+        if redact:
+            return {k: ("***" if _SECRET_SETTING.search(k) else v) for k, v in plain.items()}
+        return plain
+
+    kinds = sorted(set(known_kinds()) | {p.get("kind", n) for n, p in profiles.items()})
+    return {
+        "default": default,
+        "profiles": [
+            {"name": kind, "kind": kind, "configured": False, "settings": {}}
+            for kind in known_kinds()
+        ]
+        + [
+            {
+                "name": name,
+                "kind": profile.get("kind", name),
+                "configured": True,
+                "settings": shown(profile),
+            }
+            for name, profile in sorted(profiles.items())
+        ],
+        "backends": [backend_info(kind).to_dict() for kind in kinds],
+    }

@@ -30,6 +30,7 @@ from ..aws import (
     require_option,
     s3_join,
     sagemaker_name,
+    stage_job_input,
     storage_options,
     translate_error,
     validate_common_options,
@@ -252,20 +253,13 @@ class SageMakerBackend(Backend):
 
     def submit(self, request: SubmitRequest) -> str:
         from ..registry_push import push_for_backend
-        from ..staging import stage_input
 
         bucket = option_text(self.options, "bucket")
         prefix = option_text(self.options, "prefix")
         job_root = [prefix, request.job_id] if prefix else [request.job_id]
         (request.job_dir / STATE_FILE).unlink(missing_ok=True)
         image = push_for_backend(request.image or request.context.image_tag, self.options)
-        input_uri = ""
-        source = option_text(self.options, "input")
-        if source:
-            staged = stage_input(
-                source, s3_join(bucket, *job_root, "inputs"), storage_options(self.options)
-            )
-            input_uri = staged.uri
+        input_uri = stage_job_input(self.options, bucket, job_root)
         output_uri = s3_join(bucket, *job_root)
         params = self.training_job_request(request, image, input_uri, output_uri)
         name = params["TrainingJobName"]

@@ -27,7 +27,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from ..backends.registry import backend_info, known_kinds
+from ..backends.registry import backends_report as report_backends
 from ..errors import CloudPromoteError, FindingsError, JobNotFoundError
 from ..models import JobRecord
 from ..resources import validate_resources
@@ -49,7 +49,6 @@ ARTIFACTS = (
     ("requirements", "requirements.txt"),
     ("dockerfile", "Dockerfile"),
 )
-_SECRET_KEY = re.compile(r"token|secret|password|passwd|credential|key", re.IGNORECASE)
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -185,29 +184,9 @@ class CloudPromoteHandler(ExtensionHandlerMixin, APIHandler):
 # --- backends and preview ----------------------------------------------------------------------
 
 
-def _redact(settings: dict[str, Any]) -> dict[str, Any]:
-    return {k: ("***" if _SECRET_KEY.search(k) else v) for k, v in settings.items()}
-
-
 def backends_report(service: CloudPromoteService) -> dict[str, Any]:
     settings = service.manager.settings
-    kinds = sorted(set(known_kinds()) | {p.get("kind", n) for n, p in settings.profiles.items()})
-    profiles = [
-        {"name": kind, "kind": kind, "configured": False, "settings": {}} for kind in known_kinds()
-    ] + [
-        {
-            "name": name,
-            "kind": profile.get("kind", name),
-            "configured": True,
-            "settings": _redact({k: v for k, v in profile.items() if k != "kind"}),
-        }
-        for name, profile in sorted(settings.profiles.items())
-    ]
-    return {
-        "default": settings.default_backend,
-        "profiles": profiles,
-        "backends": [backend_info(kind).to_dict() for kind in kinds],
-    }
+    return report_backends(settings.default_backend, settings.profiles, redact=True)
 
 
 class BackendsHandler(CloudPromoteHandler):
